@@ -1,0 +1,74 @@
+"""One outcome record per request, written exactly once whatever happens, fanned out to the sinks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from routers.base import RouteDecision
+
+# How a request ended; a metric label.
+OUTCOMES = ("success", "client_error", "upstream_error", "timeout", "client_disconnected", "rejected")
+
+
+@dataclass(slots=True)
+class RequestOutcome:
+    """Everything known about one request when it ends. Filled in as the request progresses."""
+
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    wall_time: float = field(default_factory=time.time)
+    stream: bool = False
+    requested_model: str | None = None
+    decision: RouteDecision | None = None
+    tier: str | None = None  # the tier that answered (after any fallback)
+    backend: str | None = None
+    model: str | None = None  # the configured model name of the backend that answered
+    status: int = 200
+    outcome: str = "success"
+    error_kind: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    cost_usd: float = 0.0
+    counterfactual_cost_usd: float = 0.0  # the same usage priced on the large tier's model
+    routing_seconds: float = 0.0
+    upstream_seconds: float = 0.0
+    ttft_seconds: float | None = None
+    duration_seconds: float = 0.0
+    retries: int = 0
+    fallback: bool = False
+    prompt_text: str | None = None  # only kept when the request log is told to keep prompts
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def set_usage(self, usage: dict[str, Any] | None) -> None:
+        if not usage:
+            return
+        self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        self.completion_tokens = int(usage.get("completion_tokens") or 0)
+        details = usage.get("prompt_tokens_details") or {}
+        self.cached_prompt_tokens = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+
+
+class OutcomeSink(Protocol):
+    """Receives each finished request once: metrics, the JSONL request log."""
+
+    def record(self, outcome: RequestOutcome) -> None: ...
+
+
+class Accountant:
+    """Finishes outcome records exactly once and hands them to every sink."""
+
+    def __init__(self, sinks: list[OutcomeSink] | None = None) -> None:
+        self.sinks: list[OutcomeSink] = list(sinks or [])
+        self.recorded = 0
+
+    def finish(self, outcome: RequestOutcome) -> None:
+        if outcome.extra.get("_recorded"):
+            return
+        outcome.extra["_recorded"] = True
+        outcome.duration_seconds = time.perf_counter() - outcome.started
+        self.recorded += 1
+        for sink in self.sinks:
+            sink.record(outcome)

@@ -1,0 +1,161 @@
+"""Thin HTTP endpoints: read and validate, hand to the service, answer JSON or SSE, record the outcome once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from gateway.accounting import RequestOutcome
+from gateway.backends.base import ChatObject
+from gateway.errors import GatewayError, PayloadTooLargeError, UpstreamError
+from gateway.protocol import parse_body, validate_chat
+from gateway.sse import DONE, SSEResponse, error_events, event
+from gateway.state import GatewayState
+from routers.base import RouteDecision
+
+JSON = "application/json"
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, headers=headers, media_type=JSON)
+
+
+def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
+    return Response(error.json(), status_code=error.status, headers={**error.headers, **(headers or {})},
+                    media_type=JSON)
+
+
+def request_id(headers: dict[str, str]) -> str:
+    given = headers.get("x-request-id", "")
+    if 0 < len(given) <= 128 and given.isascii() and given.isprintable():
+        return given
+    return uuid.uuid4().hex
+
+
+def decision_headers(decision: RouteDecision, model: str, rid: str) -> dict[str, str]:
+    return {
+        "x-tiergate-tier": decision.tier,
+        "x-tiergate-model": model,
+        "x-tiergate-score": "" if decision.score is None else f"{decision.score:.4f}",
+        "x-tiergate-threshold": "" if decision.threshold is None else f"{decision.threshold:.4f}",
+        "x-tiergate-reason": decision.reason,
+        "x-request-id": rid,
+    }
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def outcome_from_error(outcome: RequestOutcome, error: GatewayError) -> None:
+    outcome.status = error.status
+    if isinstance(error, UpstreamError):
+        outcome.outcome = "timeout" if error.status == 504 else "upstream_error"
+        outcome.error_kind = error.kind
+    elif error.status == 429:
+        outcome.outcome = "rejected"
+    else:
+        outcome.outcome = "client_error"
+
+
+def build_api() -> APIRouter:
+    api = APIRouter()
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        state: GatewayState = request.app.state.gateway
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        rid = request_id(headers)
+        outcome = RequestOutcome(request_id=rid)
+        streaming = False
+        try:
+            body = parse_body(await read_body(request, state.settings.server.max_body_bytes))
+            chat = validate_chat(body)
+            outcome.stream = bool(chat.stream)
+            outcome.requested_model = chat.model
+            await state.admit(request, body, outcome)
+            decision = await state.service.decide(body, headers, outcome)
+            if chat.stream:
+                first, chunks = await state.service.open_stream(body, headers, outcome, decision)
+                include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+                events = stream_events(state, outcome, first, chunks, include_usage)
+                streaming = True
+                return SSEResponse(events, decision_headers(decision, outcome.model or "", rid))
+            answer = await state.service.complete(body, headers, outcome, decision)
+            out_headers = decision_headers(decision, outcome.model or "", rid)
+            out_headers.update(state.answer_headers(outcome))
+            return json_response(answer, headers=out_headers)
+        except GatewayError as error:
+            outcome_from_error(outcome, error)
+            return error_response(error, state.error_headers(outcome, error, rid))
+        except asyncio.CancelledError:
+            outcome.outcome, outcome.status = "client_disconnected", 499
+            raise
+        finally:
+            if not streaming:
+                state.accountant.finish(outcome)
+
+    @api.get("/v1/models")
+    async def list_models(request: Request) -> Response:
+        state: GatewayState = request.app.state.gateway
+        created = int(state.started_at)
+        data = [{"id": name, "object": "model", "created": created, "owned_by": "tiergate"}
+                for name in state.service.models.names()]
+        return json_response({"object": "list", "data": data})
+
+    @api.get("/healthz")
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @api.get("/readyz")
+    async def readyz(request: Request) -> Response:
+        state: GatewayState = request.app.state.gateway
+        checks = state.readiness()
+        ready = all(checks.values())
+        return json_response({"status": "ready" if ready else "loading", "checks": checks}, 200 if ready else 503)
+
+    return api
+
+
+async def stream_events(state: GatewayState, outcome: RequestOutcome, first: ChatObject,
+                        chunks: AsyncIterator[ChatObject], include_usage: bool) -> AsyncIterator[bytes]:
+    """Upstream chunks -> SSE bytes; usage is recorded, and the usage-only chunk hidden unless asked for."""
+    try:
+        chunk: ChatObject | None = first
+        while chunk is not None:
+            if chunk.get("usage"):
+                outcome.set_usage(chunk["usage"])
+            if include_usage or chunk.get("choices") or not chunk.get("usage"):
+                if chunk:
+                    yield event(chunk)
+            chunk = await anext(chunks, None)
+        yield DONE
+    except GatewayError as error:
+        outcome_from_error(outcome, error)
+        yield error_events(error)
+    except (asyncio.CancelledError, GeneratorExit):
+        outcome.outcome, outcome.status = "client_disconnected", 499
+        raise
+    finally:
+        outcome.upstream_seconds = time.perf_counter() - outcome.started - outcome.routing_seconds
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        state.accountant.finish(outcome)
+

@@ -1,0 +1,90 @@
+"""The application factory: ``create_app(settings)``; the lifespan opens and closes everything it owns."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from gateway.accounting import Accountant, OutcomeSink
+from gateway.api import build_api, error_response
+from gateway.backends.base import Backend
+from gateway.backends.factory import build_backend
+from gateway.errors import GatewayError, InvalidRequestError
+from gateway.service import ChatService
+from gateway.settings import Settings
+from gateway.state import GatewayState
+from routers.base import Router, Tier
+
+log = logging.getLogger("tiergate")
+
+
+def default_router(settings: Settings) -> Router:
+    from routers.registry import build_router
+
+    routing = settings.routing
+    return build_router(routing.router, seed=routing.seed, **routing.classifier.model_dump())
+
+
+def create_app(
+    settings: Settings,
+    *,
+    router: Router | None = None,
+    backends: dict[Tier, Backend] | None = None,
+    sinks: list[OutcomeSink] | None = None,
+) -> FastAPI:
+    """Build the app. ``router``, ``backends`` and ``sinks`` can be injected (tests); else built from settings."""
+    chosen_router = router or default_router(settings)
+    chosen_backends = backends or {tier: build_backend(tier, cfg) for tier, cfg in settings.tiers.items()}
+    service = ChatService(settings, chosen_backends, chosen_router)
+    state = GatewayState(settings, chosen_backends, chosen_router, service, Accountant(sinks))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.gather(chosen_router.start(), *(b.start() for b in chosen_backends.values()))
+        log.info("tiergate ready: router=%s tiers=%s", chosen_router.name,
+                 {tier: b.model for tier, b in chosen_backends.items()})
+        try:
+            yield
+        finally:
+            await chosen_router.aclose()
+            await asyncio.gather(*(b.aclose() for b in chosen_backends.values()), return_exceptions=True)
+
+    app = FastAPI(title="Tiergate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.gateway = state
+    app.include_router(build_api())
+    install_error_handlers(app)
+    return app
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves in OpenAI's shape, including the framework's own 404/405 and crashes."""
+
+    async def gateway_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, GatewayError)
+        return error_response(exc)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = "not_found" if exc.status_code == 404 else None
+        error = GatewayError(str(exc.detail), status=exc.status_code, code=code)
+        error.type = "invalid_request_error"
+        return error_response(error, dict(exc.headers or {}))
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        return error_response(InvalidRequestError(str(exc)))
+
+    async def crash(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(GatewayError("internal error in the gateway"))
+
+    app.add_exception_handler(GatewayError, gateway_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, crash)

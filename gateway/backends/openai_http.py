@@ -1,0 +1,173 @@
+"""Backend for any OpenAI-compatible HTTP server: one pooled httpx client (aiohttp transport) per backend."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, AsyncIterator
+
+import aiohttp
+import httpx
+import orjson
+from httpx_aiohttp import AiohttpTransport
+
+from gateway.backends.base import ChatBody, ChatObject
+from gateway.errors import UpstreamError, UpstreamStatusError, UpstreamTimeoutError
+from gateway.settings import OpenAIBackend
+
+# Forwarded from the client only when the backend is configured to (see forward_client_authorization).
+CLIENT_AUTH_HEADER = "authorization"
+
+
+def transport_error(exc: Exception, backend: str) -> UpstreamError:
+    """Map a transport exception to a gateway error, judging by the original aiohttp exception where there is one."""
+    cause = exc.__cause__ or exc
+    if isinstance(cause, (aiohttp.ServerTimeoutError, TimeoutError)) or (
+        isinstance(exc, httpx.TimeoutException) and not isinstance(cause, aiohttp.ClientConnectorError)
+    ):
+        return UpstreamTimeoutError(f"upstream {backend} timed out")
+    if isinstance(cause, (aiohttp.ClientConnectorError, ConnectionRefusedError)) or isinstance(exc, httpx.ConnectError):
+        return UpstreamError(f"cannot connect to upstream {backend}", kind="connect")
+    return UpstreamError(f"upstream {backend} broke the connection", kind="read")
+
+
+def parse_error_body(raw: bytes, status: int) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return body
+    text = raw.decode("utf-8", "replace")[:500] or f"HTTP {status}"
+    return {"error": {"message": f"upstream error: {text}", "type": "upstream_error", "param": None, "code": None}}
+
+
+# Upstream response headers worth passing on to the client when an error passes through.
+PASSED_ERROR_HEADERS = ("retry-after", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
+
+
+class OpenAIHTTPBackend:
+    """Calls ``{base_url}/chat/completions``; SSE is parsed into chunk objects, usage always requested."""
+
+    def __init__(self, name: str, settings: OpenAIBackend, client: httpx.AsyncClient | None = None) -> None:
+        self.name = name
+        self.model = settings.model
+        self.settings = settings
+        self.upstream_model = settings.upstream_model or settings.model
+        self._url = settings.base_url.rstrip("/") + "/chat/completions"
+        self._client = client
+        self._headers = {"content-type": "application/json"}
+        if settings.api_key_env:
+            key = os.environ.get(settings.api_key_env, "")
+            self._headers["authorization"] = f"Bearer {key}"
+
+    async def start(self) -> None:
+        if self._client is None:
+            timeout = self.settings.timeout
+            limits = httpx.Limits(max_connections=self.settings.max_connections, keepalive_expiry=30)
+            self._client = httpx.AsyncClient(
+                transport=AiohttpTransport(limits=limits),
+                timeout=httpx.Timeout(connect=timeout.connect, read=timeout.read, write=timeout.write,
+                                      pool=timeout.pool),
+            )
+
+    def ready(self) -> bool:
+        return self._client is not None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise UpstreamError(f"backend {self.name} is not started", kind="connect")
+        return self._client
+
+    def _request(self, body: ChatBody, client_headers: dict[str, str] | None) -> httpx.Request:
+        headers = self._headers
+        if self.settings.forward_client_authorization and client_headers and CLIENT_AUTH_HEADER in client_headers:
+            headers = {**headers, "authorization": client_headers[CLIENT_AUTH_HEADER]}
+        payload = {**body, "model": self.upstream_model}
+        return self.client.build_request("POST", self._url, content=orjson.dumps(payload), headers=headers)
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, self.name) from exc
+        if response.status_code >= 400:
+            try:
+                raw = await response.aread()
+            except httpx.HTTPError as exc:
+                raise transport_error(exc, self.name) from exc
+            finally:
+                await response.aclose()
+            headers = {k: response.headers[k] for k in PASSED_ERROR_HEADERS if k in response.headers}
+            raise UpstreamStatusError(response.status_code, parse_error_body(raw, response.status_code), headers)
+        return response
+
+    async def complete(self, body: ChatBody, client_headers: dict[str, str] | None = None) -> ChatObject:
+        response = await self._send(self._request(body, client_headers))
+        try:
+            raw = await response.aread()
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, self.name) from exc
+        finally:
+            await response.aclose()
+        try:
+            answer = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"upstream {self.name} sent a body that is not JSON", kind="protocol") from None
+        if not isinstance(answer, dict):
+            raise UpstreamError(f"upstream {self.name} sent a JSON body that is not an object", kind="protocol")
+        return answer
+
+    async def stream(self, body: ChatBody, client_headers: dict[str, str] | None = None) -> AsyncIterator[ChatObject]:
+        options = body.get("stream_options")
+        options = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+        response = await self._send(self._request({**body, "stream_options": options}, client_headers))
+        try:
+            async for chunk in _sse_objects(response, self.name):
+                yield chunk
+        finally:
+            # Runs when the client goes away too (the consumer closes this generator): frees the connection.
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+async def _sse_objects(response: httpx.Response, backend: str) -> AsyncIterator[ChatObject]:
+    """Parse ``data:`` events from the byte stream, tolerating events split across reads."""
+    buffer = b""
+    done = False
+    try:
+        async for piece in response.aiter_bytes():
+            buffer += piece
+            while True:
+                end = buffer.find(b"\n\n")
+                if end < 0:
+                    break
+                event, buffer = buffer[:end], buffer[end + 2 :]
+                for line in event.split(b"\n"):
+                    if not line.startswith(b"data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        done = True
+                        return
+                    yield _event_object(data, backend)
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, backend) from exc
+    if not done:
+        raise UpstreamError(f"upstream {backend} ended the stream without [DONE]", kind="read")
+
+
+def _event_object(data: bytes, backend: str) -> ChatObject:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(f"upstream {backend} sent an invalid stream event", kind="protocol") from None
+    if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
+        raise UpstreamError(str(obj["error"].get("message") or "upstream stream error"), kind="stream_error")
+    if not isinstance(obj, dict):
+        raise UpstreamError(f"upstream {backend} sent a stream event that is not an object", kind="protocol")
+    return obj

@@ -1,0 +1,97 @@
+"""The ``tiergate`` command: serve, prepare-models, fake-upstream, and the router's train/evaluate/calibrate/score."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from gateway.settings import ConfigError, load_settings
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    settings = load_settings(args.config)
+    updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if updates:
+        settings = settings.model_copy(update={"server": settings.server.model_copy(update=updates)})
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=int(settings.server.shutdown_grace_s),
+    )
+    return 0
+
+
+def prepare_models(args: argparse.Namespace) -> int:
+    from gateway.backends.local_models import prepare_builtin_models
+
+    for name, path in prepare_builtin_models(args.names or None).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def fake_upstream(args: argparse.Namespace) -> int:
+    from gateway.fake_upstream import serve_fake_upstream
+
+    serve_fake_upstream(args.host, args.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tiergate", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("serve", help="run the gateway")
+    run.add_argument("--config", help="YAML settings file (default: config/default.yaml or $TIERGATE_CONFIG)")
+    run.add_argument("--host", help="listen address (overrides server.host)")
+    run.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=serve)
+
+    prepare = commands.add_parser("prepare-models", help="convert the embedded GGUF models into the model cache")
+    prepare.add_argument("names", nargs="*", help="builtin model names (default: all)")
+    prepare.set_defaults(func=prepare_models)
+
+    fake = commands.add_parser("fake-upstream", help="run a fake OpenAI-compatible upstream (demos, benchmarks)")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=9000)
+    fake.set_defaults(func=fake_upstream)
+
+    try:
+        from routers.cli import add_commands
+    except ImportError:  # pragma: no cover - the router package always ships its CLI
+        pass
+    else:
+        add_commands(commands)
+    try:
+        from gateway.report import add_commands as add_report
+    except ImportError:
+        pass
+    else:
+        add_report(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"tiergate: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

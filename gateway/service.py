@@ -1,0 +1,147 @@
+"""One chat request's path: resolve the model name, decide the tier, call the backend, fill the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+from gateway.accounting import RequestOutcome
+from gateway.backends.base import Backend, ChatObject
+from gateway.errors import InvalidRequestError, ModelNotFoundError
+from gateway.settings import Settings
+from routers.base import TIERS, RouteDecision, Router, Tier, decide
+from routers.features import routing_text
+
+THRESHOLD_HEADER = "x-tiergate-threshold"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a model name asks for: routing (optionally with a threshold override), or one tier directly."""
+
+    tier: Tier | None = None
+    threshold: float | None = None
+
+
+def parse_threshold(value: str, param: str) -> float:
+    try:
+        threshold = float(value)
+    except ValueError:
+        threshold = -1.0
+    if not 0.0 <= threshold <= 1.0:
+        raise InvalidRequestError(f"threshold must be a number between 0 and 1, got {value!r}", param=param)
+    return threshold
+
+
+class ModelTable:
+    """Maps client model names to targets: routing aliases (``name`` or ``name@0.35``) and backend models."""
+
+    def __init__(self, aliases: list[str], backends: dict[Tier, Backend]) -> None:
+        self.aliases = list(aliases)
+        self.direct = {backend.model: tier for tier, backend in backends.items()}
+
+    def resolve(self, model: str) -> Target:
+        if model in self.direct:
+            return Target(tier=self.direct[model])
+        name, sep, threshold = model.partition("@")
+        if name in self.aliases:
+            return Target(threshold=parse_threshold(threshold, "model") if sep else None)
+        known = ", ".join(self.names())
+        raise ModelNotFoundError(f"The model '{model}' does not exist. Available models: {known}", param="model")
+
+    def names(self) -> list[str]:
+        return self.aliases + [name for name in self.direct if name not in self.aliases]
+
+
+class ChatService:
+    """Classify -> decide -> call: the policy of one request, free of HTTP details."""
+
+    def __init__(self, settings: Settings, backends: dict[Tier, Backend], router: Router,
+                 share_controller: Any | None = None) -> None:
+        self.settings = settings
+        self.routing = settings.routing
+        self.backends = backends
+        self.router = router
+        self.models = ModelTable(settings.routing.aliases, backends)
+        self.share_controller = share_controller
+
+    def base_threshold(self) -> float:
+        if self.share_controller is not None:
+            return float(self.share_controller.threshold())
+        return self.routing.threshold
+
+    async def decide(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome) -> RouteDecision:
+        target = self.models.resolve(body["model"])
+        if target.tier is not None:
+            return RouteDecision(target.tier, "explicit_model")
+        threshold = target.threshold
+        if threshold is None and THRESHOLD_HEADER in headers:
+            threshold = parse_threshold(headers[THRESHOLD_HEADER], THRESHOLD_HEADER)
+        overridden = threshold is not None
+        threshold = self.base_threshold() if threshold is None else threshold
+        started = time.perf_counter()
+        try:
+            text = routing_text(body["messages"], include_system=self.routing.include_system_prompt)
+            score = await asyncio.wait_for(self.router.score(text), self.routing.classifier.timeout_s)
+        except Exception:  # the classifier is a dependency that may fail: the request still gets an answer
+            return RouteDecision(self.routing.fail_safe_tier, "classifier_error", None, threshold)
+        finally:
+            outcome.routing_seconds = time.perf_counter() - started
+        if self.share_controller is not None and not overridden:
+            self.share_controller.observe(score)
+        if self.router.name in ("always-small", "always-large"):
+            return RouteDecision("large" if score >= 0.5 else "small", "fixed", score, threshold)
+        decision = decide(score, threshold)
+        if self.router.name == "random":
+            return RouteDecision(decision.tier, "random", score, threshold)
+        return decision
+
+    def backend(self, tier: Tier) -> Backend:
+        return self.backends[tier]
+
+    def start(self, outcome: RequestOutcome, decision: RouteDecision) -> Backend:
+        backend = self.backend(decision.tier)
+        outcome.decision = decision
+        outcome.tier = decision.tier
+        outcome.backend = backend.name
+        outcome.model = backend.model
+        return backend
+
+    async def complete(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome,
+                       decision: RouteDecision) -> ChatObject:
+        backend = self.start(outcome, decision)
+        started = time.perf_counter()
+        try:
+            answer = await backend.complete(body, headers)
+        finally:
+            outcome.upstream_seconds = time.perf_counter() - started
+        outcome.set_usage(answer.get("usage"))
+        return answer
+
+    async def open_stream(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome,
+                          decision: RouteDecision) -> tuple[ChatObject, AsyncIterator[ChatObject]]:
+        """Start the upstream stream and await its first chunk, so early failures are real HTTP statuses."""
+        backend = self.start(outcome, decision)
+        started = time.perf_counter()
+        chunks = aiter(backend.stream(body, headers))
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            first = {}
+        except BaseException:
+            await _close(chunks)
+            outcome.upstream_seconds = time.perf_counter() - started
+            raise
+        outcome.ttft_seconds = time.perf_counter() - outcome.started
+        return first, chunks
+
+    def tiers(self) -> tuple[Tier, ...]:
+        return TIERS
+
+
+async def _close(chunks: AsyncIterator[ChatObject]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()

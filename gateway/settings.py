@@ -1,0 +1,168 @@
+"""Settings: one YAML file plus ``TIERGATE_*`` environment overrides; unknown or invalid keys fail loudly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from routers.base import Tier
+
+ENV_PREFIX = "TIERGATE_"
+# Environment variables with our prefix that are not settings keys.
+RESERVED_ENV = {"TIERGATE_CONFIG"}
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Timeouts(Strict):
+    connect: float = Field(5.0, gt=0)
+    read: float = Field(120.0, gt=0)
+    write: float = Field(30.0, gt=0)
+    pool: float = Field(10.0, gt=0)
+
+
+class Price(Strict):
+    """USD per 1M tokens. A self-hosted model gets an amortised price the operator sets."""
+
+    prompt: float = Field(ge=0)
+    completion: float = Field(ge=0)
+    cached_prompt: float | None = Field(None, ge=0)
+
+
+class OpenAIBackend(Strict):
+    """Any server speaking the OpenAI chat API: OpenAI itself, vLLM, llama.cpp server, Ollama, TGI."""
+
+    kind: Literal["openai"] = "openai"
+    model: str  # the name clients use and, unless upstream_model is set, the name sent upstream
+    upstream_model: str | None = None
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str | None = None  # the env var holding the key; keys never live in YAML
+    forward_client_authorization: bool = False
+    timeout: Timeouts = Timeouts()
+    max_connections: int = Field(512, ge=1)
+    max_concurrency: int | None = Field(None, ge=1)  # in-flight cap; None = unbounded
+    max_queue: int = Field(1024, ge=0)
+
+
+class LocalBackend(Strict):
+    """A causal LM run in-process with transformers."""
+
+    kind: Literal["transformers"] = "transformers"
+    model: str
+    path: str  # a model directory, a .gguf file, or "builtin:<name>" for the embedded defaults
+    gguf_file: str | None = None
+    quantize: Literal["none", "int8"] = "none"
+    threads: int | None = Field(None, ge=1)
+    max_concurrency: int = Field(1, ge=1)
+    max_queue: int = Field(8, ge=0)
+    max_input_tokens: int = Field(2048, ge=16)
+    max_new_tokens: int = Field(512, ge=1)
+    cache_dir: str | None = None
+
+
+BackendSettings = Annotated[OpenAIBackend | LocalBackend, Field(discriminator="kind")]
+
+
+class ClassifierSettings(Strict):
+    path: str = "builtin"  # "builtin" = the shipped default router; else a checkpoint directory
+    max_length: int = Field(256, ge=8, le=512)
+    max_batch: int = Field(32, ge=1)
+    batch_wait_ms: float = Field(2.0, ge=0)
+    queue_size: int = Field(512, ge=1)
+    cache_size: int = Field(10_000, ge=0)
+    threads: int = Field(2, ge=1)
+    timeout_s: float = Field(2.0, gt=0)
+
+
+class RoutingSettings(Strict):
+    router: Literal["classifier", "random", "always-small", "always-large"] = "classifier"
+    threshold: float = Field(0.5, ge=0, le=1)
+    aliases: list[str] = ["tiergate-auto"]
+    fail_safe_tier: Tier = "large"
+    include_system_prompt: bool = False
+    target_large_share: float | None = Field(None, ge=0, le=1)
+    share_window: int = Field(1000, ge=10)
+    seed: int | None = None  # for the random router
+    classifier: ClassifierSettings = ClassifierSettings()
+
+
+class ServerSettings(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    shutdown_grace_s: float = Field(30.0, ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+    )
+
+    server: ServerSettings = ServerSettings()
+    tiers: dict[Tier, BackendSettings]
+    routing: RoutingSettings = RoutingSettings()
+    prices: dict[str, Price] = {}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the YAML file (passed as init kwargs).
+        return (env_settings, init_settings)
+
+    def backend_for(self, tier: Tier) -> OpenAIBackend | LocalBackend:
+        return self.tiers[tier]
+
+
+def _check_env_keys(environ: dict[str, str]) -> None:
+    top = set(Settings.model_fields)
+    for key in environ:
+        if not key.startswith(ENV_PREFIX) or key in RESERVED_ENV:
+            continue
+        first = key[len(ENV_PREFIX) :].split("__", 1)[0].lower()
+        if first not in top:
+            raise ConfigError(f"unknown setting in environment: {key} (known sections: {', '.join(sorted(top))})")
+
+
+def _format(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(root)"
+        lines.append(f"  {key}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read the YAML file (default ``config/default.yaml``), apply env overrides, validate everything."""
+    config_path = Path(path or os.environ.get("TIERGATE_CONFIG") or DEFAULT_CONFIG)
+    try:
+        data = yaml.safe_load(config_path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {config_path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {config_path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {config_path} must hold a mapping at the top level")
+    data.update(overrides or {})
+    _check_env_keys(dict(os.environ))
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, str(config_path))) from None

@@ -1,0 +1,62 @@
+"""Routing vocabulary shared by every router: tiers, decisions, and the scorer and router protocols."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, Sequence, runtime_checkable
+
+Tier = Literal["small", "large"]
+TIERS: tuple[Tier, Tier] = ("small", "large")
+
+# Why a request went where it went; exported as a metric label, so the set stays small and fixed.
+Reason = Literal[
+    "score_below_threshold",  # classifier score < threshold -> small
+    "score_above_threshold",  # classifier score >= threshold -> large
+    "explicit_model",  # the client named a backend model directly
+    "fixed",  # always-small / always-large routers
+    "random",  # the random baseline router
+    "classifier_error",  # the classifier failed, timed out or was overloaded: fail-safe tier
+    "fallback",  # the chosen tier failed and the other tier answered
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    """Where one request goes, and why."""
+
+    tier: Tier
+    reason: Reason
+    score: float | None = None
+    threshold: float | None = None
+
+
+def decide(score: float, threshold: float) -> RouteDecision:
+    """The one shared rule: ``score >= threshold`` goes to the large tier."""
+    if score >= threshold:
+        return RouteDecision("large", "score_above_threshold", score, threshold)
+    return RouteDecision("small", "score_below_threshold", score, threshold)
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Scores texts with ``P(large needed)`` in [0, 1]. Synchronous and batch-first: callers run it off the loop."""
+
+    def score_batch(self, texts: Sequence[str]) -> list[float]: ...
+
+
+class Router(Protocol):
+    """Async routing policy: the text a request should be judged by -> a score in [0, 1].
+
+    ``threshold`` is applied by the caller through :func:`decide`, so per-request overrides and the online
+    share controller work the same for every router.
+    """
+
+    name: str
+
+    async def score(self, text: str) -> float: ...
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def ready(self) -> bool: ...
