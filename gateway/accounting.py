@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from routers.base import RouteDecision
+
+log = logging.getLogger("tiergate.accounting")
 
 # How a request ended; a metric label.
 OUTCOMES = ("success", "client_error", "upstream_error", "timeout", "client_disconnected", "rejected")
@@ -57,18 +60,43 @@ class OutcomeSink(Protocol):
     def record(self, outcome: RequestOutcome) -> None: ...
 
 
-class Accountant:
-    """Finishes outcome records exactly once and hands them to every sink."""
+class Pricer(Protocol):
+    """Fills ``cost_usd`` and ``counterfactual_cost_usd`` from the usage (gateway.pricing.PriceTable)."""
 
-    def __init__(self, sinks: list[OutcomeSink] | None = None) -> None:
+    def price(self, outcome: RequestOutcome) -> None: ...
+
+
+class Accountant:
+    """Opens and finishes outcome records (exactly once), prices them, and hands them to every sink."""
+
+    def __init__(self, sinks: list[OutcomeSink] | None = None, pricer: Pricer | None = None) -> None:
         self.sinks: list[OutcomeSink] = list(sinks or [])
+        self.pricer = pricer
         self.recorded = 0
+        self.in_flight = 0  # outcomes opened with open() and not yet finished; the event loop's own counter
+
+    def open(self, request_id: str) -> RequestOutcome:
+        """A new outcome counted as in flight until :meth:`finish`."""
+        outcome = RequestOutcome(request_id=request_id)
+        outcome.extra["_open"] = True
+        self.in_flight += 1
+        return outcome
+
+    def price(self, outcome: RequestOutcome) -> None:
+        if self.pricer is not None:
+            self.pricer.price(outcome)
 
     def finish(self, outcome: RequestOutcome) -> None:
         if outcome.extra.get("_recorded"):
             return
         outcome.extra["_recorded"] = True
         outcome.duration_seconds = time.perf_counter() - outcome.started
+        if outcome.extra.get("_open"):
+            self.in_flight -= 1
+        self.price(outcome)
         self.recorded += 1
         for sink in self.sinks:
-            sink.record(outcome)
+            try:
+                sink.record(outcome)
+            except Exception:  # a broken sink must not break the request or starve the other sinks
+                log.exception("outcome sink %r failed", sink)

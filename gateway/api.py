@@ -18,6 +18,7 @@ from gateway.protocol import parse_body, validate_chat
 from gateway.sse import DONE, SSEResponse, error_events, event
 from gateway.state import GatewayState
 from routers.base import RouteDecision
+from routers.features import routing_text
 
 JSON = "application/json"
 
@@ -77,18 +78,20 @@ def outcome_from_error(outcome: RequestOutcome, error: GatewayError) -> None:
 def build_api() -> APIRouter:
     api = APIRouter()
 
-    @api.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         state: GatewayState = request.app.state.gateway
         headers = {k.lower(): v for k, v in request.headers.items()}
         rid = request_id(headers)
-        outcome = RequestOutcome(request_id=rid)
+        outcome = state.accountant.open(rid)  # counted in flight until finished
         streaming = False
         try:
             body = parse_body(await read_body(request, state.settings.server.max_body_bytes))
             chat = validate_chat(body)
             outcome.stream = bool(chat.stream)
             outcome.requested_model = chat.model
+            if state.settings.request_log.include_prompts:  # the text the router scored, for re-training
+                outcome.prompt_text = routing_text(
+                    body["messages"], include_system=state.settings.routing.include_system_prompt)
             await state.admit(request, body, outcome)
             decision = await state.service.decide(body, headers, outcome)
             if chat.stream:
@@ -96,9 +99,9 @@ def build_api() -> APIRouter:
                 include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
                 events = stream_events(state, outcome, first, chunks, include_usage)
                 streaming = True
-                return SSEResponse(events, decision_headers(decision, outcome.model or "", rid))
+                return SSEResponse(events, decision_headers(outcome.decision or decision, outcome.model or "", rid))
             answer = await state.service.complete(body, headers, outcome, decision)
-            out_headers = decision_headers(decision, outcome.model or "", rid)
+            out_headers = decision_headers(outcome.decision or decision, outcome.model or "", rid)
             out_headers.update(state.answer_headers(outcome))
             return json_response(answer, headers=out_headers)
         except GatewayError as error:
@@ -110,6 +113,10 @@ def build_api() -> APIRouter:
         finally:
             if not streaming:
                 state.accountant.finish(outcome)
+
+    # A plain Starlette route: FastAPI's parameter and dependency machinery costs about a quarter of the
+    # gateway's CPU per request, and this endpoint reads its body itself. Its schema is in gateway.openapi.
+    api.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
 
     @api.get("/v1/models")
     async def list_models(request: Request) -> Response:

@@ -12,11 +12,16 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from gateway import log_context
 from gateway.accounting import Accountant, OutcomeSink
 from gateway.api import build_api, error_response
 from gateway.backends.base import Backend
 from gateway.backends.factory import build_backend
 from gateway.errors import GatewayError, InvalidRequestError
+from gateway.guard import GuardMiddleware
+from gateway.openapi import install_openapi
+from gateway.observability import Observability, share_controller
+from gateway.resilience import upstream_secrets
 from gateway.service import ChatService
 from gateway.settings import Settings
 from gateway.state import GatewayState
@@ -42,24 +47,36 @@ def create_app(
     """Build the app. ``router``, ``backends`` and ``sinks`` can be injected (tests); else built from settings."""
     chosen_router = router or default_router(settings)
     chosen_backends = backends or {tier: build_backend(tier, cfg) for tier, cfg in settings.tiers.items()}
-    service = ChatService(settings, chosen_backends, chosen_router)
+    service = ChatService(settings, chosen_backends, chosen_router, share_controller(settings))
     state = GatewayState(settings, chosen_backends, chosen_router, service, Accountant(sinks))
+    observability = Observability(state)  # prices, the metrics sink, the request log; GET /metrics
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.gather(chosen_router.start(), *(b.start() for b in chosen_backends.values()))
         log.info("tiergate ready: router=%s tiers=%s", chosen_router.name,
                  {tier: b.model for tier, b in chosen_backends.items()})
+        observability.start()
         try:
             yield
         finally:
+            # The server has stopped accepting and waited for open connections; refuse stragglers and
+            # give in-flight streams what is left of the grace period before closing what they use.
+            assert state.guard is not None
+            await state.guard.drain(settings.server.shutdown_grace_s)
+            observability.close()
             await chosen_router.aclose()
             await asyncio.gather(*(b.aclose() for b in chosen_backends.values()), return_exceptions=True)
 
     app = FastAPI(title="Tiergate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.gateway = state
+    assert state.guard is not None
+    app.add_middleware(GuardMiddleware, guard=state.guard)
+    log_context.install(upstream_secrets(settings))  # request ids on log lines; upstream keys redacted
     app.include_router(build_api())
+    app.include_router(observability.api)
     install_error_handlers(app)
+    install_openapi(app)
     return app
 
 

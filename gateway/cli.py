@@ -48,6 +48,20 @@ def fake_upstream(args: argparse.Namespace) -> int:
     return 0
 
 
+def hash_key(args: argparse.Namespace) -> int:
+    from gateway.auth import hash_key as digest
+    from gateway.auth import new_key
+
+    key = args.key
+    if key is None and not args.new:
+        key = sys.stdin.readline().strip()  # read, not an argument: keeps the key out of shell history
+    if not key:
+        key = new_key()
+        print(f"key:  {key}")
+    print(f"hash: {digest(key)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tiergate", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--port", type=int, default=9000)
     fake.set_defaults(func=fake_upstream)
 
+    hashing = commands.add_parser("hash-key", help="print the hash of a gateway API key for auth.keys")
+    hashing.add_argument("key", nargs="?", help="the key (default: read from stdin)")
+    hashing.add_argument("--new", action="store_true", help="generate a new random key and print it with its hash")
+    hashing.set_defaults(func=hash_key)
+
     try:
         from routers.cli import add_commands
     except ImportError:  # pragma: no cover - the router package always ships its CLI
@@ -84,7 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from gateway import log_context
+
+    logging.basicConfig(level=logging.INFO, format=log_context.LOG_FORMAT)
+    log_context.install()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -96,12 +96,15 @@ class UpstreamTimeoutError(UpstreamError):
 
 
 class UpstreamStatusError(UpstreamError):
-    """The upstream answered an HTTP error; its status and OpenAI-shaped body pass through to the client."""
+    """The upstream answered an HTTP error. A 4xx (the client's own mistake, or a rate limit) passes through
+    with its status and OpenAI-shaped body; anything else is the upstream failing: 502 Bad Gateway."""
 
     def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         error = body.get("error") if isinstance(body.get("error"), dict) else {}
         message = str(error.get("message") or f"upstream returned HTTP {status}")
-        super().__init__(message, kind=f"http_{status // 100}xx", status=status, headers=headers)
+        passed = status if 400 <= status < 500 else 502
+        super().__init__(message, kind=f"http_{status // 100}xx", status=passed, headers=headers)
+        self.upstream_status = status
         self.upstream_body = body
         self.type = str(error.get("type") or ("server_error" if status >= 500 else "invalid_request_error"))
         self.param = error.get("param")

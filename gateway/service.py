@@ -10,6 +10,7 @@ from typing import Any, AsyncIterator
 from gateway.accounting import RequestOutcome
 from gateway.backends.base import Backend, ChatObject
 from gateway.errors import InvalidRequestError, ModelNotFoundError
+from gateway.resilience import CircuitBreaker, Resilience
 from gateway.settings import Settings
 from routers.base import TIERS, RouteDecision, Router, Tier, decide
 from routers.features import routing_text
@@ -66,6 +67,8 @@ class ChatService:
         self.router = router
         self.models = ModelTable(settings.routing.aliases, backends)
         self.share_controller = share_controller
+        self.resilience = Resilience(settings, backends)
+        self.classifier_breaker = CircuitBreaker("classifier", settings.resilience.classifier_breaker)
 
     def base_threshold(self) -> float:
         if self.share_controller is not None:
@@ -82,11 +85,21 @@ class ChatService:
         overridden = threshold is not None
         threshold = self.base_threshold() if threshold is None else threshold
         started = time.perf_counter()
+        fail_safe = RouteDecision(self.routing.fail_safe_tier, "classifier_error", None, threshold)
         try:
+            # Outside the breaker: odd input must not let one client switch routing off for everyone.
             text = routing_text(body["messages"], include_system=self.routing.include_system_prompt)
+        except Exception:
+            return fail_safe
+        if not self.classifier_breaker.allow():  # broken: do not wait on it again until it may have recovered
+            return fail_safe
+        try:
             score = await asyncio.wait_for(self.router.score(text), self.routing.classifier.timeout_s)
         except Exception:  # the classifier is a dependency that may fail: the request still gets an answer
-            return RouteDecision(self.routing.fail_safe_tier, "classifier_error", None, threshold)
+            self.classifier_breaker.failure()
+            return fail_safe
+        else:
+            self.classifier_breaker.success()
         finally:
             outcome.routing_seconds = time.perf_counter() - started
         if self.share_controller is not None and not overridden:
@@ -111,10 +124,10 @@ class ChatService:
 
     async def complete(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome,
                        decision: RouteDecision) -> ChatObject:
-        backend = self.start(outcome, decision)
         started = time.perf_counter()
         try:
-            answer = await backend.complete(body, headers)
+            answer = await self.resilience.run(body, decision, outcome, lambda step: self.start(outcome, step),
+                                               lambda backend: backend.complete(body, headers))
         finally:
             outcome.upstream_seconds = time.perf_counter() - started
         outcome.set_usage(answer.get("usage"))
@@ -123,15 +136,11 @@ class ChatService:
     async def open_stream(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome,
                           decision: RouteDecision) -> tuple[ChatObject, AsyncIterator[ChatObject]]:
         """Start the upstream stream and await its first chunk, so early failures are real HTTP statuses."""
-        backend = self.start(outcome, decision)
         started = time.perf_counter()
-        chunks = aiter(backend.stream(body, headers))
         try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            first = {}
+            first, chunks = await self.resilience.open_stream(
+                body, decision, outcome, lambda step: self.start(outcome, step), headers)
         except BaseException:
-            await _close(chunks)
             outcome.upstream_seconds = time.perf_counter() - started
             raise
         outcome.ttft_seconds = time.perf_counter() - outcome.started
@@ -140,8 +149,3 @@ class ChatService:
     def tiers(self) -> tuple[Tier, ...]:
         return TIERS
 
-
-async def _close(chunks: AsyncIterator[ChatObject]) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()

@@ -14,7 +14,7 @@ from routers.base import Tier
 
 ENV_PREFIX = "TIERGATE_"
 # Environment variables with our prefix that are not settings keys.
-RESERVED_ENV = {"TIERGATE_CONFIG"}
+RESERVED_ENV = {"TIERGATE_CONFIG", "TIERGATE_CACHE_DIR"}
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
 
 
@@ -70,6 +70,9 @@ class LocalBackend(Strict):
     max_input_tokens: int = Field(2048, ge=16)
     max_new_tokens: int = Field(512, ge=1)
     cache_dir: str | None = None
+    # Used when a request omits them (OpenAI's own defaults are 1.0; tiny models answer better cooler).
+    default_temperature: float = Field(1.0, ge=0, le=2)
+    default_top_p: float = Field(1.0, ge=0, le=1)
 
 
 BackendSettings = Annotated[OpenAIBackend | LocalBackend, Field(discriminator="kind")]
@@ -105,6 +108,70 @@ class ServerSettings(Strict):
     shutdown_grace_s: float = Field(30.0, ge=0)
 
 
+class ApiKeySettings(Strict):
+    """One client key, stored only as ``sha256:<hex>`` (``tiergate hash-key`` prints it)."""
+
+    name: str = Field(min_length=1, max_length=64)  # shows in logs instead of the key
+    hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    tiers: list[Tier] | None = None  # None = every tier
+    models: list[str] | None = None  # client model names allowed; None = all
+    requests_per_minute: int | None = Field(None, ge=1)  # None = limits.requests_per_minute
+    tokens_per_minute: int | None = Field(None, ge=1)  # None = limits.tokens_per_minute
+
+
+class AuthSettings(Strict):
+    """Gateway API keys (bearer). Enabled when any key is configured unless ``enabled`` says otherwise."""
+
+    enabled: bool | None = None
+    keys: list[ApiKeySettings] = []
+    keys_file: str | None = None  # YAML: a list of keys shaped like ``keys``, or ``{keys: [...]}``
+
+
+class LimitSettings(Strict):
+    max_messages: int = Field(2048, ge=1)
+    max_total_chars: int = Field(2_000_000, ge=1)  # all text in ``messages``
+    max_tokens: dict[Tier, int] = {}  # a ceiling on max_tokens/max_completion_tokens per tier
+    requests_per_minute: int | None = Field(None, ge=1)  # per key (or per replica without auth)
+    tokens_per_minute: int | None = Field(None, ge=1)
+
+
+class RetrySettings(Strict):
+    attempts: int = Field(3, ge=1)  # tries per tier, the first included
+    base_delay_s: float = Field(0.2, ge=0)
+    max_delay_s: float = Field(2.0, ge=0)
+    max_retry_after_s: float = Field(5.0, ge=0)  # a longer upstream Retry-After is passed to the client
+    on: list[Literal["connect", "rate_limit", "server_error", "timeout"]] = ["connect", "rate_limit", "server_error"]
+
+
+class BreakerSettings(Strict):
+    failure_threshold: int = Field(5, ge=1)  # consecutive failures that open the circuit
+    reset_after_s: float = Field(15.0, gt=0)  # open time before one trial call is let through
+
+
+class FallbackSettings(Strict):
+    """When a tier fails after its retries, the other tier answers. Keys: the failing tier."""
+
+    tiers: dict[Tier, Tier] = {"small": "large", "large": "small"}
+    on: list[Literal["connect", "rate_limit", "server_error", "timeout", "overloaded", "circuit_open"]] = [
+        "connect", "rate_limit", "server_error", "timeout", "overloaded", "circuit_open"]
+    explicit_model: bool = False  # also fall back when the client named a backend model itself
+
+
+class ResilienceSettings(Strict):
+    retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
+    classifier_breaker: BreakerSettings = BreakerSettings(failure_threshold=5, reset_after_s=10.0)
+    fallback: FallbackSettings = FallbackSettings()
+
+
+class RequestLogSettings(Strict):
+    """The optional JSONL request log: one line per request, for offline analysis and re-training."""
+
+    path: str | None = None  # None = no log
+    include_prompts: bool = False  # the routing text of each request; off unless explicitly enabled
+    flush_interval_s: float = Field(1.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
@@ -114,6 +181,12 @@ class Settings(BaseSettings):
     tiers: dict[Tier, BackendSettings]
     routing: RoutingSettings = RoutingSettings()
     prices: dict[str, Price] = {}
+    # Default prices (USD per 1M tokens) merged under ``prices``; relative to the config file's directory.
+    prices_file: str | None = "prices.yaml"
+    request_log: RequestLogSettings = RequestLogSettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitSettings = LimitSettings()
+    resilience: ResilienceSettings = ResilienceSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -161,6 +234,9 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
     if not isinstance(data, dict):
         raise ConfigError(f"config file {config_path} must hold a mapping at the top level")
     data.update(overrides or {})
+    prices_file = data.get("prices_file", "prices.yaml")
+    if isinstance(prices_file, str) and prices_file and not Path(prices_file).is_absolute():
+        data["prices_file"] = str(config_path.resolve().parent / prices_file)
     _check_env_keys(dict(os.environ))
     try:
         return Settings(**data)

@@ -11,9 +11,13 @@ from fastapi import Request
 from gateway.accounting import Accountant, RequestOutcome
 from gateway.backends.base import Backend
 from gateway.errors import GatewayError
+from gateway.guard import Guard
+from gateway.pricing import format_usd
 from gateway.service import ChatService
 from gateway.settings import Settings
 from routers.base import Router, Tier
+
+COST_HEADER = "x-tiergate-cost-usd"
 
 
 @dataclass
@@ -25,16 +29,27 @@ class GatewayState:
     accountant: Accountant
     started_at: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)
+    guard: Guard | None = None  # auth, limits, draining; built from settings when not given
+
+    def __post_init__(self) -> None:
+        if self.guard is None:
+            self.guard = Guard(self.settings)
+        self.accountant.sinks.append(self.guard)  # settles each key's real token usage
 
     async def admit(self, request: Request, body: dict[str, Any], outcome: RequestOutcome) -> None:
         """Authentication and limits run here before any routing work (see gateway.auth / gateway.limits)."""
+        assert self.guard is not None
+        await self.guard.admit(request, body, outcome)
 
     def answer_headers(self, outcome: RequestOutcome) -> dict[str, str]:
-        """Headers that need the finished outcome of a JSON answer (its cost)."""
-        return {}
+        """Headers that need the finished outcome of a JSON answer (its cost, from the real usage)."""
+        self.accountant.price(outcome)
+        return {COST_HEADER: format_usd(outcome.cost_usd)}
 
     def error_headers(self, outcome: RequestOutcome, error: GatewayError, request_id: str) -> dict[str, str]:
         headers = {"x-request-id": request_id}
+        if outcome.retries or outcome.fallback:
+            headers["x-should-retry"] = "false"  # the gateway already retried; clients should not multiply it
         if outcome.decision is not None:
             headers["x-tiergate-tier"] = outcome.decision.tier
             headers["x-tiergate-reason"] = outcome.decision.reason
@@ -42,5 +57,7 @@ class GatewayState:
 
     def readiness(self) -> dict[str, bool]:
         checks = {"router": self.router.ready()}
+        if self.guard is not None and self.guard.draining:
+            checks["accepting"] = False  # shutting down: load balancers should stop sending
         checks.update({f"backend:{tier}": backend.ready() for tier, backend in self.backends.items()})
         return checks

@@ -8,9 +8,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from tqdm import tqdm
 
@@ -63,12 +63,19 @@ def cache_root(cache_dir: str | None = None) -> Path:
     return root
 
 
+def converted_dir(builtin: Builtin, cache_dir: str | None = None) -> Path:
+    """Where a builtin's converted safetensors directory lives (it may not exist yet)."""
+    return cache_root(cache_dir) / f"{builtin.cache_name}-v{CONVERSION_VERSION}"
+
+
 def package_dir(module: str, install: str) -> Path:
     """The directory of an installed package, found without importing it (imports may pull heavy deps)."""
     spec = importlib.util.find_spec(module)
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     if not locations:
-        raise ConfigError(f"the embedded model needs the Python package {module!r}; install it with: {install}")
+        raise ConfigError(
+            f"the embedded model needs the Python package {module!r}; install it with: {install}"
+        )
     return Path(locations[0])
 
 
@@ -92,15 +99,18 @@ def concatenate_parts(parts: list[Path], target: Path, *, sha256: str | None, si
         return target
     total = sum(p.stat().st_size for p in parts)
     if size is not None and total != size:
-        raise ConfigError(f"model parts add up to {total} bytes, expected {size}: reinstall the part packages")
+        raise ConfigError(
+            f"model parts add up to {total} bytes, expected {size}: reinstall the part packages"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, tqdm(
-            total=total, unit="B", unit_scale=True, desc=f"assembling {target.name}"
-        ) as bar:
+        with (
+            os.fdopen(fd, "wb") as out,
+            tqdm(total=total, unit="B", unit_scale=True, desc=f"assembling {target.name}") as bar,
+        ):
             for part in parts:
                 with part.open("rb") as handle:
                     while chunk := handle.read(_CHUNK):
@@ -125,7 +135,9 @@ def builtin_gguf(builtin: Builtin, root: Path) -> Path:
     if len(dirs) == 1:
         return _existing(dirs[0] / builtin.gguf_name, builtin.install)
     parts = [_existing(d / "data" / f"part{i:02d}.bin", builtin.install) for i, d in enumerate(dirs, start=1)]
-    return concatenate_parts(parts, root / "gguf" / builtin.gguf_name, sha256=builtin.sha256, size=builtin.size)
+    return concatenate_parts(
+        parts, root / "gguf" / builtin.gguf_name, sha256=builtin.sha256, size=builtin.size
+    )
 
 
 def _publish(tmp: Path, target: Path) -> None:
@@ -202,12 +214,15 @@ def prepare_builtin(name: str, cache_dir: str | None = None) -> Path:
         known = ", ".join(f"{BUILTIN_PREFIX}{n}" for n in BUILTINS)
         raise ConfigError(f"unknown builtin model {BUILTIN_PREFIX}{name}; known: {known}")
     root = cache_root(cache_dir)
-    target = root / f"{builtin.cache_name}-v{CONVERSION_VERSION}"
+    target = converted_dir(builtin, cache_dir)
     if (target / "config.json").is_file():
         return target
     started = time.perf_counter()
     gguf_path = builtin_gguf(builtin, root)
     convert_gguf(gguf_path, target)
+    if len(builtin.packages) > 1:
+        # Only the assembled copy is ours; it reassembles in seconds, so do not keep 0.5 GB around.
+        gguf_path.unlink(missing_ok=True)
     tqdm.write(f"prepared {BUILTIN_PREFIX}{name} in {time.perf_counter() - started:.1f} s: {target}")
     return target
 
@@ -226,7 +241,9 @@ def resolve_model_dir(path: str, gguf_file: str | None = None, cache_dir: str | 
         location = location / gguf_file
     if location.suffix == ".gguf":
         if not location.is_file():
-            raise ConfigError(f"GGUF file not found: {location} (set the backend's path/gguf_file to an existing file)")
+            raise ConfigError(
+                f"GGUF file not found: {location} (set the backend's path/gguf_file to an existing file)"
+            )
         return convert_gguf(location, cache_root(cache_dir) / "gguf-converted" / _gguf_cache_name(location))
     if not (location / "config.json").is_file():
         raise ConfigError(

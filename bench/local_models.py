@@ -1,0 +1,276 @@
+"""Tokens/s and time to first token of the embedded models: raw decode loop, backend stream, gateway SSE.
+
+For each model (SmolLM2-135M, Qwen2.5-Coder-0.5B) and precision (fp32, int8) on ``--threads`` CPU threads:
+
+- ``model``: the bare decode loop (``local_generation.decode``), the model's own speed;
+- ``backend``: ``TransformersBackend.stream`` in-process (worker thread + asyncio bridge + chunk shaping);
+- ``gateway``: ``tiergate serve`` in a subprocess, ``/v1/chat/completions`` with ``stream: true`` over SSE.
+
+The three are interleaved run by run (only one generates at a time) so machine noise hits them alike.
+Prints one JSON line per measurement and a summary table; ``--json`` writes everything to a file.
+Decode tok/s = (completion_tokens - 1) / (time of last token - time of first token).
+
+    python bench/local_models.py --models smollm2 --precisions fp32 int8 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from gateway.backends.local_generation import SamplingParams, decode, make_generator
+from gateway.backends.transformers_local import TransformersBackend
+from gateway.settings import LocalBackend
+
+MODELS = {"smollm2": "builtin:smollm2", "qwen": "builtin:qwen2.5-coder-0.5b"}
+PROMPT = [{"role": "user", "content": "Write a long, detailed story about a lighthouse keeper and a storm."}]
+
+
+def settings_for(model: str, precision: str, threads: int, max_tokens: int) -> LocalBackend:
+    return LocalBackend(
+        model=f"{model}-{precision}",
+        path=MODELS[model],
+        quantize="int8" if precision == "int8" else "none",
+        threads=threads,
+        max_new_tokens=max_tokens,
+        max_queue=4,
+    )
+
+
+def rate(tokens: int, first: float, last: float) -> float:
+    return (tokens - 1) / (last - first) if tokens > 1 and last > first else float("nan")
+
+
+def run_model(backend: TransformersBackend, max_tokens: int) -> dict[str, float]:
+    """The bare decode loop on the backend's loaded weights: no threads, no asyncio, no chunks."""
+    ids = backend.prompt_ids(PROMPT)
+    times: list[float] = []
+    start = time.perf_counter()
+    params = SamplingParams(max_new_tokens=max_tokens, temperature=0.0)
+    result = decode(
+        backend._model,
+        backend.tokenizer,
+        ids,
+        params,
+        backend._eos,
+        threading.Event(),
+        make_generator(0),
+        lambda _: times.append(time.perf_counter()),
+    )
+    return {
+        "ttft_s": times[0] - start,
+        "tok_s": rate(result.completion_tokens, times[0], times[-1]),
+        "tokens": result.completion_tokens,
+    }
+
+
+async def run_backend(backend: TransformersBackend, max_tokens: int) -> dict[str, float]:
+    body = {"messages": PROMPT, "temperature": 0, "max_tokens": max_tokens}
+    start = time.perf_counter()
+    times: list[float] = []
+    tokens = 0
+    async for chunk in backend.stream(body):
+        if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+            times.append(time.perf_counter())
+        if chunk.get("usage"):
+            tokens = chunk["usage"]["completion_tokens"]
+    return {"ttft_s": times[0] - start, "tok_s": rate(tokens, times[0], times[-1]), "tokens": tokens}
+
+
+async def run_gateway(client: httpx.AsyncClient, model: str, max_tokens: int) -> dict[str, float]:
+    body = {
+        "model": model,
+        "messages": PROMPT,
+        "temperature": 0,
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    start = time.perf_counter()
+    times: list[float] = []
+    tokens = 0
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if event.get("choices") and (event["choices"][0].get("delta") or {}).get("content"):
+                times.append(time.perf_counter())
+            if event.get("usage"):
+                tokens = event["usage"]["completion_tokens"]
+    return {"ttft_s": times[0] - start, "tok_s": rate(tokens, times[0], times[-1]), "tokens": tokens}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Gateway:
+    """``tiergate serve`` in a subprocess with the small tier set to the model under test."""
+
+    def __init__(self, local: LocalBackend, workdir: Path) -> None:
+        self.port = free_port()
+        tier = local.model_dump(exclude_none=True)
+        config = {
+            "server": {"host": "127.0.0.1", "port": self.port},
+            # The large tier is never called (always-small); an HTTP backend does not load a second model.
+            "tiers": {
+                "small": tier,
+                "large": {"kind": "openai", "model": "unused", "base_url": "http://127.0.0.1:9/v1"},
+            },
+            "routing": {"router": "always-small"},
+        }
+        self.config = workdir / f"{local.model}.yaml"
+        self.config.write_text(yaml.safe_dump(config))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        cmd = [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            "--config",
+            str(self.config),
+            "--log-level",
+            "warning",
+        ]
+        self.process = subprocess.Popen(cmd, cwd=REPO)
+        self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=600)
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.process.returncode}")
+            try:
+                if (await self.client.get("/readyz")).status_code == 200:
+                    return self.client
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.5)
+        raise RuntimeError("gateway did not become ready")
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(60)
+
+
+def median(rows: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+async def bench_variant(
+    model: str, precision: str, args: argparse.Namespace, workdir: Path
+) -> dict[str, Any]:
+    settings = settings_for(model, precision, args.threads, args.max_tokens)
+    backend = TransformersBackend(settings, name="bench")
+    started = time.perf_counter()
+    await backend.start()
+    load_s = time.perf_counter() - started
+    await run_backend(backend, 4)  # warm-up: first-call allocations and kernel selection
+    results: dict[str, list[dict[str, float]]] = {"model": [], "backend": []}
+    gateway = Gateway(settings, workdir) if args.gateway else None
+    client = await gateway.__aenter__() if gateway is not None else None
+    try:
+        if client is not None:
+            results["gateway"] = []
+            await run_gateway(client, settings.model, 4)
+        for _ in range(args.runs):
+            results["model"].append(await asyncio.to_thread(run_model, backend, args.max_tokens))
+            results["backend"].append(await run_backend(backend, args.max_tokens))
+            if client is not None:
+                results["gateway"].append(await run_gateway(client, settings.model, args.max_tokens))
+    finally:
+        if gateway is not None:
+            await gateway.__aexit__()
+        await backend.aclose()
+    summary: dict[str, Any] = {
+        "model": model,
+        "precision": precision,
+        "threads": args.threads,
+        "load_s": load_s,
+    }
+    for path, rows in results.items():
+        summary[path] = {
+            "tok_s": median(rows, "tok_s"),
+            "ttft_s": median(rows, "ttft_s"),
+            "tokens": median(rows, "tokens"),
+            "runs": rows,
+        }
+    if "gateway" in summary:
+        summary["gateway_cost_pct"] = 100 * (1 - summary["gateway"]["tok_s"] / summary["model"]["tok_s"])
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+def table(summaries: list[dict[str, Any]]) -> str:
+    lines = ["model    prec  load_s  path     tok/s   ttft_ms  tokens"]
+    for s in summaries:
+        for path in ("model", "backend", "gateway"):
+            if path in s:
+                r = s[path]
+                lines.append(
+                    f"{s['model']:<8} {s['precision']:<5} {s['load_s']:6.1f}  {path:<8} "
+                    f"{r['tok_s']:6.1f}  {1000 * r['ttft_s']:7.0f}  {r['tokens']:6.0f}"
+                )
+        if "gateway_cost_pct" in s:
+            lines.append(
+                f"{'':<8} {'':<5} {'':6}  gateway streaming cost: {s['gateway_cost_pct']:+.1f}% of tok/s"
+            )
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
+    summaries = []
+    with tempfile.TemporaryDirectory(prefix="tiergate-bench-") as workdir:
+        for model in args.models:
+            for precision in args.precisions:
+                summaries.append(await bench_variant(model, precision, args, Path(workdir)))
+    return summaries
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "int8"], default=["fp32", "int8"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-gateway", dest="gateway", action="store_false", help="direct numbers only")
+    parser.add_argument("--json", type=Path, help="also write the summaries to this file")
+    args = parser.parse_args(argv)
+    summaries = asyncio.run(main_async(args))
+    print(table(summaries))
+    if args.json is not None:
+        args.json.write_text(json.dumps(summaries, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,185 @@
+"""Validate a chat request for the local backend and shape its OpenAI responses and stream chunks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.backends.base import ChatBody, ChatObject
+from gateway.backends.local_generation import SamplingParams
+from gateway.errors import InvalidRequestError
+from gateway.settings import LocalBackend
+
+MAX_N = 16
+MAX_STOP = 4
+# Request fields this backend cannot honour; accepting them silently would give a misleading answer.
+UNSUPPORTED = ("tools", "functions", "logprobs", "top_logprobs")
+
+
+@dataclass(frozen=True, slots=True)
+class LocalRequest:
+    messages: list[dict[str, str]]
+    params: SamplingParams
+    n: int
+
+
+def _number(body: ChatBody, key: str, default: float, low: float, high: float) -> float:
+    value = body.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise InvalidRequestError(f"{key} must be a number between {low} and {high}", param=key)
+    return float(value)
+
+
+def _integer(body: ChatBody, key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequestError(f"{key} must be an integer", param=key)
+    return value
+
+
+def _content(message: Any, index: int) -> dict[str, str]:
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+        raise InvalidRequestError(f"messages[{index}] must be an object with a role", param="messages")
+    content = message.get("content")
+    if isinstance(content, list):
+        # Text parts only: a local text model has nothing to do with images or audio.
+        texts = []
+        for part in content:
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
+                raise InvalidRequestError(
+                    f"messages[{index}].content: only text parts are supported by this model",
+                    param="messages",
+                )
+            texts.append(part["text"])
+        content = "".join(texts)
+    if content is None:
+        content = ""
+    if not isinstance(content, str):
+        raise InvalidRequestError(
+            f"messages[{index}].content must be a string or text parts", param="messages"
+        )
+    return {"role": message["role"], "content": content}
+
+
+def _stop(body: ChatBody) -> tuple[str, ...]:
+    stop = body.get("stop")
+    if stop is None:
+        return ()
+    items = [stop] if isinstance(stop, str) else stop
+    if (
+        not isinstance(items, list)
+        or len(items) > MAX_STOP
+        or not all(isinstance(s, str) and s for s in items)
+    ):
+        raise InvalidRequestError(
+            f"stop must be a non-empty string or a list of up to {MAX_STOP}", param="stop"
+        )
+    return tuple(items)
+
+
+def parse_request(body: ChatBody, settings: LocalBackend, stream: bool) -> LocalRequest:
+    """The validated request; raises InvalidRequestError (400) naming the offending parameter."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError("messages must be a non-empty list", param="messages")
+    for key in UNSUPPORTED:
+        if body.get(key):
+            raise InvalidRequestError(
+                f"{key} is not supported by the local model {settings.model}", param=key
+            )
+    max_tokens = _integer(body, "max_completion_tokens")
+    param = "max_completion_tokens"
+    if max_tokens is None:
+        max_tokens, param = _integer(body, "max_tokens"), "max_tokens"
+    if max_tokens is not None and max_tokens < 1:
+        raise InvalidRequestError(f"{param} must be at least 1", param=param)
+    n = _integer(body, "n")
+    n = 1 if n is None else n
+    if not 1 <= n <= MAX_N:
+        raise InvalidRequestError(f"n must be between 1 and {MAX_N}", param="n")
+    if stream and n > 1:
+        raise InvalidRequestError("n > 1 is not supported with stream: true by local models", param="n")
+    params = SamplingParams(
+        # The configured cap bounds worst-case CPU time per request; longer asks end with "length".
+        max_new_tokens=min(max_tokens or settings.max_new_tokens, settings.max_new_tokens),
+        temperature=_number(body, "temperature", settings.default_temperature, 0.0, 2.0),
+        top_p=_number(body, "top_p", settings.default_top_p, 0.0, 1.0),
+        stop=_stop(body),
+        seed=_integer(body, "seed"),
+    )
+    return LocalRequest([_content(m, i) for i, m in enumerate(messages)], params, n)
+
+
+def too_long(prompt_tokens: int, limit: int) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"This model's maximum context length is {limit} tokens. However, your messages resulted in "
+        f"{prompt_tokens} tokens. Please reduce the length of the messages.",
+        param="messages",
+        code="context_length_exceeded",
+    )
+
+
+class Shaper:
+    """Builds OpenAI ``chat.completion`` objects and ``chat.completion.chunk`` objects for one request."""
+
+    def __init__(self, model: str) -> None:
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = model
+
+    def completion(
+        self, choices: list[tuple[str, str]], prompt_tokens: int, completion_tokens: int
+    ) -> ChatObject:
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": reason,
+                }
+                for i, (text, reason) in enumerate(choices)
+            ],
+            "usage": usage(prompt_tokens, completion_tokens),
+        }
+
+    def chunk(self, delta: dict[str, str], finish_reason: str | None = None) -> ChatObject:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
+
+    def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> ChatObject:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage(prompt_tokens, completion_tokens),
+        }
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }

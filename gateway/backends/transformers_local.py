@@ -1,0 +1,202 @@
+"""A causal LM served in-process with transformers: bounded worker threads, a bounded wait queue, SSE chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import warnings
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from jinja2 import TemplateError
+
+from gateway.backends.base import ChatBody, ChatObject
+from gateway.backends.local_generation import Generation, decode, make_generator
+from gateway.backends.local_models import resolve_model_dir
+from gateway.backends.local_request import LocalRequest, Shaper, parse_request, too_long
+from gateway.errors import BackendOverloadedError, GatewayError, InvalidRequestError, UpstreamError
+from gateway.settings import LocalBackend
+
+_DONE = object()
+
+
+class TransformersBackend:
+    """Runs generation in ``max_concurrency`` worker threads; at most ``max_queue`` requests wait for one.
+
+    A request beyond that gets :class:`BackendOverloadedError` (429 with ``Retry-After``). Closing a stream
+    early sets the request's cancel flag; the worker stops before its next token and frees the slot.
+    """
+
+    def __init__(self, settings: LocalBackend, name: str = "local") -> None:
+        self.name = name
+        self.model = settings.model
+        self.settings = settings
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._eos: frozenset[int] = frozenset()
+        self._executor = ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix=f"tiergate-{name}")
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._waiting = 0
+        self._running = 0
+        self._cancels: set[threading.Event] = set()
+        self._ready = False
+        self._closed = False
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+        self._ready = True
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if self.settings.threads is not None:
+            torch.set_num_threads(self.settings.threads)
+        directory = resolve_model_dir(self.settings.path, self.settings.gguf_file, self.settings.cache_dir)
+        self._tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        model: Any = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
+        model.eval()
+        if self.settings.quantize == "int8":
+            with warnings.catch_warnings():
+                # torch.ao.quantization warns that it is deprecated in favour of torchao; it still works.
+                warnings.simplefilter("ignore")
+                quantize: Any = torch.ao.quantization.quantize_dynamic
+                model = quantize(model, {torch.nn.Linear}, dtype=torch.qint8)
+        self._model = model
+        eos = model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self._tokenizer.eos_token_id is not None:
+            ids.add(self._tokenizer.eos_token_id)
+        self._eos = frozenset(int(i) for i in ids)
+
+    def ready(self) -> bool:
+        return self._ready and not self._closed
+
+    def queue_depth(self) -> int:
+        """Requests waiting for a generation slot."""
+        return self._waiting
+
+    def in_flight(self) -> int:
+        """Requests holding a generation slot."""
+        return self._running
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """The prompt's token ids after the model's chat template, ready to generate the assistant turn."""
+        try:
+            text = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except (TemplateError, ValueError) as exc:  # roles or orderings the template does not allow
+            raise InvalidRequestError(
+                f"messages do not fit this model's chat template: {exc}", param="messages"
+            )
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _prepare(self, body: ChatBody, stream: bool) -> tuple[LocalRequest, list[int]]:
+        if not self.ready():
+            raise UpstreamError(f"local model {self.model} is not loaded yet", kind="not_ready", status=503)
+        request = parse_request(body, self.settings, stream)
+        ids = self.prompt_ids(request.messages)
+        if len(ids) > self.settings.max_input_tokens:
+            raise too_long(len(ids), self.settings.max_input_tokens)
+        return request, ids
+
+    async def _acquire(self) -> None:
+        if self._slots.locked() and self._waiting >= self.settings.max_queue:
+            raise BackendOverloadedError(
+                f"local model {self.model} is busy: {self._running} generating, {self._waiting} waiting",
+                headers={"Retry-After": "1"},
+            )
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        self._running += 1
+
+    def _release(self, _: object = None) -> None:
+        self._running -= 1
+        self._slots.release()
+
+    def _submit(self, work: Callable[[], Any]) -> asyncio.Future[Any]:
+        """Run ``work`` in a worker; the slot is freed when the worker finishes, not when the caller leaves."""
+        future = asyncio.get_running_loop().run_in_executor(self._executor, work)
+        future.add_done_callback(self._release)
+        return future
+
+    def _generate(
+        self,
+        request: LocalRequest,
+        ids: list[int],
+        cancel: threading.Event,
+        on_text: Callable[[str], None] | None = None,
+    ) -> list[Generation]:
+        generator = make_generator(request.params.seed)
+        return [
+            decode(self._model, self._tokenizer, ids, request.params, self._eos, cancel, generator, on_text)
+            for _ in range(request.n)
+        ]
+
+    async def complete(self, body: ChatBody) -> ChatObject:
+        request, ids = self._prepare(body, stream=False)
+        await self._acquire()
+        cancel = threading.Event()
+        self._cancels.add(cancel)
+        try:
+            future = self._submit(lambda: self._generate(request, ids, cancel))
+            results: list[Generation] = await asyncio.shield(future)
+        except Exception as exc:
+            raise UpstreamError(f"local generation failed: {exc}", kind="local") from exc
+        finally:
+            # A cancelled caller (client gone) stops the worker; shield keeps the slot held until it has.
+            cancel.set()
+            self._cancels.discard(cancel)
+        choices = [(r.text, r.finish_reason) for r in results]
+        return Shaper(self.model).completion(choices, len(ids), sum(r.completion_tokens for r in results))
+
+    async def stream(self, body: ChatBody) -> AsyncIterator[ChatObject]:
+        request, ids = self._prepare(body, stream=True)
+        await self._acquire()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
+        self._cancels.add(cancel)
+
+        def push(item: object) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the event loop is gone (shutdown): nobody is listening
+                cancel.set()
+
+        def work() -> list[Generation]:
+            try:
+                return self._generate(request, ids, cancel, push)
+            finally:
+                push(_DONE)
+
+        shaper = Shaper(self.model)
+        future = self._submit(work)
+        try:
+            yield shaper.chunk({"role": "assistant", "content": ""})
+            while (item := await queue.get()) is not _DONE:
+                yield shaper.chunk({"content": item})
+            result = (await future)[0]
+            yield shaper.chunk({}, result.finish_reason)
+            yield shaper.usage_chunk(len(ids), result.completion_tokens)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            raise UpstreamError(f"local generation failed: {exc}", kind="local") from exc
+        finally:
+            cancel.set()
+            self._cancels.discard(cancel)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for cancel in list(self._cancels):
+            cancel.set()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._model = None

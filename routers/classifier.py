@@ -1,0 +1,88 @@
+"""Encoder scoring: texts -> ``P(large needed)`` with a BERT-family sequence classifier, batch-first and sync."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from routers.checkpoint import BUILTIN, load_checkpoint
+from routers.errors import ClassifierError
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """One logit -> sigmoid; two or more classes -> softmax probability of the last class ("large")."""
+    if logits.shape[-1] == 1:
+        return torch.sigmoid(logits[:, 0])
+    return torch.softmax(logits, dim=-1)[:, -1]
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantisation of the Linear layers (about 2x faster on CPU for one short query)."""
+    with warnings.catch_warnings():
+        # torch deprecates eager-mode quantisation in favour of torchao, which is not a dependency.
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+class EncoderScorer:
+    """Implements :class:`routers.base.Scorer`. Not thread-safe: call it from one worker thread."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_length: int = 256,
+        threads: int = 2,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.threads = threads
+        self.metadata: dict[str, Any] = metadata or {}
+
+    @classmethod
+    def load(
+        cls, path: str = BUILTIN, *, max_length: int = 256, threads: int = 2, quantize: bool | None = None
+    ) -> EncoderScorer:
+        """Load ``builtin`` (the shipped default) or any BERT/DistilBERT sequence-classification directory.
+
+        ``quantize=None`` follows the checkpoint's ``metadata.json`` (``inference.quantize == "int8"``).
+        """
+        torch.set_num_threads(threads)
+        model, tokenizer, meta = load_checkpoint(path)
+        if quantize is None:
+            quantize = meta.get("inference", {}).get("quantize") == "int8"
+        module: torch.nn.Module = quantize_int8(model) if quantize else model
+        return cls(module, tokenizer, max_length=max_length, threads=threads, metadata=meta)
+
+    @classmethod
+    def from_model(
+        cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, max_length: int = 256, threads: int = 2
+    ) -> EncoderScorer:
+        return cls(model, tokenizer, max_length=max_length, threads=threads)
+
+    @property
+    def recommended_threshold(self) -> float | None:
+        value = self.metadata.get("threshold")
+        return float(value) if value is not None else None
+
+    def score_batch(self, texts: Sequence[str]) -> list[float]:
+        """Scores in [0, 1]; truncation at ``max_length`` tokens, padding only to the longest in the batch."""
+        if not texts:
+            return []
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            batch = self.tokenizer(
+                list(texts), truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+            )
+            with torch.inference_mode():
+                logits = self.model(**batch).logits
+            return [float(p) for p in probabilities(logits.float())]
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise ClassifierError(f"classifier forward pass failed: {exc}") from exc

@@ -1,0 +1,85 @@
+"""Thresholds: the offline threshold for a target large share, and the online share controller."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Sequence
+
+import numpy as np
+
+
+def threshold_for_share(scores: Sequence[float], share: float) -> float:
+    """The threshold at which ``score >= threshold`` sends ``share`` of these scores to the large tier.
+
+    It lies midway between the k-th and (k+1)-th highest score (k = round(share * n)), so small score
+    drift does not flip the boundary prompts; ties at the boundary all go large.
+    """
+    if not scores:
+        raise ValueError("no scores to calibrate on")
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be in [0, 1], got {share}")
+    ordered = sorted(scores, reverse=True)
+    k = round(share * len(ordered))
+    if k == 0:
+        return min(1.0, math.nextafter(ordered[0], math.inf))
+    if k == len(ordered):
+        return max(0.0, ordered[-1])
+    return (ordered[k - 1] + ordered[k]) / 2.0
+
+
+def realised_share(scores: Sequence[float], threshold: float) -> float:
+    """Share of ``scores`` that ``threshold`` sends large."""
+    return sum(1 for s in scores if s >= threshold) / len(scores) if scores else 0.0
+
+
+class ShareController:
+    """Keeps the share of recent requests sent large near ``target`` by tracking the score quantile.
+
+    The threshold is the ``1 - target`` quantile of the most recent quarter-window of scores (fast to follow
+    a shift in traffic), aimed slightly past the target by the window's current error so that decisions made
+    with a stale threshold are paid back and the realised share over the full window returns to target.
+    Single-threaded: call it from the event loop.
+    """
+
+    def __init__(self, target: float, window: int = 1000, initial_threshold: float = 0.5) -> None:
+        if not 0.0 <= target <= 1.0:
+            raise ValueError(f"target share must be in [0, 1], got {target}")
+        if window < 10:
+            raise ValueError("window must hold at least 10 requests")
+        self.target = target
+        self.window = window
+        self._initial = initial_threshold
+        self._scores: deque[float] = deque(maxlen=max(10, window // 4))
+        self._decisions: deque[bool] = deque(maxlen=window)
+        self._large = 0
+        self._threshold: float | None = None
+
+    def threshold(self) -> float:
+        """The threshold to apply to the next request."""
+        if self._threshold is None:
+            self._threshold = self._compute()
+        return self._threshold
+
+    def _compute(self) -> float:
+        if len(self._scores) < self._scores.maxlen // 2:  # type: ignore[operator]
+            return self._initial
+        aim = min(1.0, max(0.0, 2 * self.target - self.realised_share()))
+        if aim <= 0.0:
+            return min(1.0, math.nextafter(max(self._scores), math.inf))
+        return float(np.quantile(np.fromiter(self._scores, dtype=np.float64), 1.0 - aim))
+
+    def observe(self, score: float) -> bool:
+        """Record one request's score and whether the current threshold sent it large; returns that."""
+        large = score >= self.threshold()
+        if len(self._decisions) == self._decisions.maxlen:
+            self._large -= self._decisions[0]
+        self._decisions.append(large)
+        self._large += large
+        self._scores.append(score)
+        self._threshold = None
+        return large
+
+    def realised_share(self) -> float:
+        """Share of the window's decisions that went large (0.0 before any request)."""
+        return self._large / len(self._decisions) if self._decisions else 0.0
