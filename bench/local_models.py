@@ -2,7 +2,7 @@
 
 For each model (SmolLM2-135M, Qwen2.5-Coder-0.5B) and precision (fp32, int8) on ``--threads`` CPU threads:
 
-- ``model``: the bare decode loop (``local_generation.decode``), the model's own speed;
+- ``raw``: the bare decode loop (``local_generation.decode``), the model's own speed;
 - ``backend``: ``TransformersBackend.stream`` in-process (worker thread + asyncio bridge + chunk shaping);
 - ``gateway``: ``tiergate serve`` in a subprocess, ``/v1/chat/completions`` with ``stream: true`` over SSE.
 
@@ -192,7 +192,7 @@ async def bench_variant(
     await backend.start()
     load_s = time.perf_counter() - started
     await run_backend(backend, 4)  # warm-up: first-call allocations and kernel selection
-    results: dict[str, list[dict[str, float]]] = {"model": [], "backend": []}
+    results: dict[str, list[dict[str, float]]] = {"raw": [], "backend": []}
     gateway = Gateway(settings, workdir) if args.gateway else None
     client = await gateway.__aenter__() if gateway is not None else None
     try:
@@ -200,7 +200,7 @@ async def bench_variant(
             results["gateway"] = []
             await run_gateway(client, settings.model, 4)
         for _ in range(args.runs):
-            results["model"].append(await asyncio.to_thread(run_model, backend, args.max_tokens))
+            results["raw"].append(await asyncio.to_thread(run_model, backend, args.max_tokens))
             results["backend"].append(await run_backend(backend, args.max_tokens))
             if client is not None:
                 results["gateway"].append(await run_gateway(client, settings.model, args.max_tokens))
@@ -222,7 +222,7 @@ async def bench_variant(
             "runs": rows,
         }
     if "gateway" in summary:
-        summary["gateway_cost_pct"] = 100 * (1 - summary["gateway"]["tok_s"] / summary["model"]["tok_s"])
+        summary["gateway_cost_pct"] = 100 * (1 - summary["gateway"]["tok_s"] / summary["raw"]["tok_s"])
     print(json.dumps(summary), flush=True)
     return summary
 
@@ -230,7 +230,7 @@ async def bench_variant(
 def table(summaries: list[dict[str, Any]]) -> str:
     lines = ["model    prec  load_s  path     tok/s   ttft_ms  tokens"]
     for s in summaries:
-        for path in ("model", "backend", "gateway"):
+        for path in ("raw", "backend", "gateway"):
             if path in s:
                 r = s[path]
                 lines.append(

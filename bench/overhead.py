@@ -17,20 +17,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
+import shlex
 import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+NICE = [0]
+
+
 def pinned(cpus: str | None, command: list[str]) -> list[str]:
-    return ["taskset", "-c", cpus, *command] if cpus else command
+    """Pin to ``cpus`` and apply the run's ``--nice`` (other work on a shared machine gets less of the core)."""
+    prefix = ["nice", "-n", str(NICE[0])] if NICE[0] else []
+    return [*prefix, "taskset", "-c", cpus, *command] if cpus else [*prefix, *command]
 
 
 def clean_env(extra: dict[str, str]) -> dict[str, str]:
@@ -290,7 +296,8 @@ def machine(litellm_venv: Path) -> dict[str, str]:
 
     def run(command: list[str]) -> str:
         try:
-            return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT).stdout.strip()
+            return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT,
+                                  check=False).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return "unknown"
 
@@ -311,7 +318,7 @@ def machine(litellm_venv: Path) -> dict[str, str]:
 
 
 def fmt_us(value: float) -> str:
-    if value != value:  # NaN
+    if math.isnan(value):
         return "-"
     return f"{value / 1000:.2f} ms" if abs(value) >= 1000 else f"{value:.0f} µs"
 
@@ -324,23 +331,27 @@ def render(results: dict[str, Any]) -> str:
             f"Measured {results['finished']} in one run of:", "", "```", results["command"], "```", "",
             "## Machine and versions", ""]
     out += [f"- {key}: {value}" for key, value in meta.items()]
-    out += ["", "## Method", "",
-            f"- Upstream: `tiergate fake-upstream` on loopback (instant JSON and SSE answers with usage).",
-            f"- Gateways run one at a time, each alone on CPU {cfg['gateway_cpus']} (`taskset`); the upstream "
-            f"and the load generator share CPU {cfg['client_cpus']}. This machine has {os.cpu_count()} cores, "
-            "so there is no separate core for each.",
-            "- Tiergate: `tiergate serve --config config/bench-fake.yaml` with `routing.router: always-small` "
-            "(classifier excluded: pure pass-through), one uvicorn worker.",
-            f"- LiteLLM: `litellm --config bench/litellm/config.yaml --num_workers 1` (proxy, no database, "
-            "master key set because the proxy refuses to start without one).",
-            f"- Load: {cfg['loadgen']} closed loop, {cfg['duration']} s per point after {cfg['warmup']} s "
-            f"warm-up, {cfg['repeats']} repeats; direct and gateway measured back to back in each repeat. "
-            "Numbers are medians over repeats (rps range in brackets).",
-            "- Added latency = gateway percentile minus direct percentile at the same concurrency.",
-            f"- Streaming: time to first content chunk, concurrency 1, {cfg['stream_requests']} streams per "
-            "repeat (bench/loadgen.py, aiohttp).",
-            "- Startup: process spawn until the readiness endpoint answers 200 (`/readyz`, LiteLLM "
-            "`/health/readiness`); RSS of the whole process tree from /proc.", "",
+    method = [
+        "Upstream: `tiergate fake-upstream` on loopback (instant JSON and SSE answers with usage).",
+        (f"Gateways run one at a time, each alone on CPU {cfg['gateway_cpus']} (`taskset`); the upstream and the "
+         f"load generator share CPU {cfg['client_cpus']}. This machine has {os.cpu_count()} cores, so there is "
+         "no separate core for each."),
+        ("Tiergate: `tiergate serve --config config/bench-fake.yaml` with `routing.router: always-small` "
+         "(classifier excluded: pure pass-through), one uvicorn worker."),
+        ("LiteLLM: `litellm --config bench/litellm/config.yaml --num_workers 1` (proxy, no database, master key "
+         "set because the proxy refuses to start without one)."),
+        (f"Load: {cfg['loadgen']} closed loop, {cfg['duration']} s per point after {cfg['warmup']} s warm-up, "
+         f"{cfg['repeats']} repeats; direct and gateway measured back to back in each repeat. Numbers are "
+         "medians over repeats (rps range in brackets)."),
+        (f"Niceness {cfg['nice']} for every benchmark process; 1-minute load average before the run: "
+         f"{cfg['load_before']:.1f} (other work shares this machine: see the rps ranges)."),
+        "Added latency = gateway percentile minus direct percentile at the same concurrency.",
+        (f"Streaming: time to first content chunk, concurrency 1, {cfg['stream_requests']} streams per repeat "
+         "(bench/loadgen.py, aiohttp)."),
+        ("Startup: process spawn until the readiness endpoint answers 200 (`/readyz`, LiteLLM "
+         "`/health/readiness`); RSS of the whole process tree from /proc."),
+    ]
+    out += ["", "## Method", "", *(f"- {line}" for line in method), "",
             "## Throughput and added latency", "",
             "| target | concurrency | requests/s | vs direct | p50 | p99 | added p50 | added p99 | errors |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -358,8 +369,8 @@ def render(results: dict[str, Any]) -> str:
                        f"{ratio:.2f} | {fmt_us(point['p50_us'])} | {fmt_us(point['p99_us'])} | {added} | "
                        f"{added99} | {point['errors']} |")
     out += ["", "## Streaming, startup, memory", "",
-            "| target | TTFT p50 | TTFT p99 | added TTFT p50 | startup (median) | RSS idle | RSS after load | "
-            "peak RSS |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "| target | TTFT p50 | TTFT p99 | added TTFT p50 | startup (median) | RSS idle | RSS after load | peak RSS |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     stream = results["stream"]
     for name in names:
         target = results["targets"][name]
@@ -444,6 +455,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-tiergate", action="store_true", help="direct vs LiteLLM only")
     parser.add_argument("--gateway-cpus", default="0", help="taskset CPU list for the gateway ('' = no pinning)")
     parser.add_argument("--client-cpus", default="1", help="taskset CPU list for upstream and load generator")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="niceness for every benchmark process (negative needs root): less noise on a busy host")
     parser.add_argument("--loadgen", choices=["wrk", "aiohttp"], default=None,
                         help="JSON load generator (default: wrk when installed)")
     parser.add_argument("--tiergate-config", type=Path, default=ROOT / "config" / "bench-fake.yaml")
@@ -453,6 +466,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--results", default=str(BENCH / "RESULTS.md"), help="markdown report ('' = none)")
     args = parser.parse_args(argv)
     args.concurrency = [int(x) for x in args.concurrency.split(",") if x]
+    NICE[0] = args.nice
     if args.loadgen is None:
         args.loadgen = "wrk" if shutil.which("wrk") else "aiohttp"
     if (os.cpu_count() or 1) < 2 or not shutil.which("taskset"):
@@ -462,17 +476,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     logs = args.out / stamp
     logs.mkdir(parents=True, exist_ok=True)
     command = "python bench/overhead.py" + ("" if argv is None and len(sys.argv) == 1 else
-                                            " " + " ".join(argv if argv is not None else sys.argv[1:]))
+                                            " " + shlex.join(argv if argv is not None else sys.argv[1:]))
     results: dict[str, Any] = {
         "command": command,
         "machine": machine(args.litellm_venv),
         "config": {"concurrency": args.concurrency, "repeats": args.repeats, "duration": args.duration,
                    "warmup": args.warmup, "loadgen": args.loadgen, "gateway_cpus": args.gateway_cpus or "any",
-                   "client_cpus": args.client_cpus or "any", "stream_requests": args.stream_requests},
+                   "client_cpus": args.client_cpus or "any", "stream_requests": args.stream_requests,
+                   "nice": args.nice, "load_before": os.getloadavg()[0]},
         "targets": {"direct": {"startup_s": [], "rss_idle_kib": 0, "rss_after_kib": 0, "rss_peak_kib": 0}},
     }
     raw: dict[str, list[dict[str, Any]]] = {}
@@ -488,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     results["points"] = {k: summarize(v) for k, v in raw.items() if not k.startswith("stream:")}
     results["stream"] = {k.split(":", 1)[1]: summarize(v) for k, v in raw.items() if k.startswith("stream:")}
     results["raw"] = raw
-    results["finished"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    results["finished"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     results["verdicts"] = verdicts(results)
     (logs / "results.json").write_text(json.dumps(results, indent=2))
     report = render(results)

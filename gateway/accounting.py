@@ -45,13 +45,18 @@ class RequestOutcome:
     prompt_text: str | None = None  # only kept when the request log is told to keep prompts
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def set_usage(self, usage: dict[str, Any] | None) -> None:
-        if not usage:
+    def set_usage(self, usage: Any) -> None:
+        """Take token counts from an upstream ``usage`` object; values that are not counts are ignored."""
+        if not isinstance(usage, dict):
             return
-        self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        self.completion_tokens = int(usage.get("completion_tokens") or 0)
-        details = usage.get("prompt_tokens_details") or {}
-        self.cached_prompt_tokens = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+        self.prompt_tokens = _count(usage.get("prompt_tokens"))
+        self.completion_tokens = _count(usage.get("completion_tokens"))
+        details = usage.get("prompt_tokens_details")
+        self.cached_prompt_tokens = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 class OutcomeSink(Protocol):

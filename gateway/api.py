@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import Any, AsyncIterator
@@ -21,6 +22,7 @@ from routers.base import RouteDecision
 from routers.features import routing_text
 
 JSON = "application/json"
+log = logging.getLogger("tiergate")
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -159,6 +161,11 @@ async def stream_events(state: GatewayState, outcome: RequestOutcome, first: Cha
     except (asyncio.CancelledError, GeneratorExit):
         outcome.outcome, outcome.status = "client_disconnected", 499
         raise
+    except Exception:  # a bug here must not cut the stream off: the 200 is out, so it too travels in-band
+        log.exception("stream failed inside the gateway")
+        crash = GatewayError("internal error in the gateway")
+        outcome_from_error(outcome, crash)
+        yield error_events(crash)
     finally:
         outcome.upstream_seconds = time.perf_counter() - outcome.started - outcome.routing_seconds
         aclose = getattr(chunks, "aclose", None)

@@ -19,8 +19,8 @@ from gateway.backends.base import Backend
 from gateway.backends.factory import build_backend
 from gateway.errors import GatewayError, InvalidRequestError
 from gateway.guard import GuardMiddleware
-from gateway.openapi import install_openapi
 from gateway.observability import Observability, share_controller
+from gateway.openapi import install_openapi
 from gateway.resilience import upstream_secrets
 from gateway.service import ChatService
 from gateway.settings import Settings

@@ -49,6 +49,8 @@ class Principal:
 
 
 ANONYMOUS = Principal("anonymous")
+# Where the admitted caller is kept in ``RequestOutcome.extra`` (underscored: not for the request log).
+PRINCIPAL_KEY = "_principal"
 
 
 def _principal(entry: ApiKeySettings) -> Principal:
@@ -94,7 +96,7 @@ class Authenticator:
         self._entries = [(bytes.fromhex(key.hash[len(HASH_PREFIX) :]), _principal(key)) for key in keys]
 
     @classmethod
-    def from_settings(cls, settings: AuthSettings, base_dir: Path | None = None) -> "Authenticator":
+    def from_settings(cls, settings: AuthSettings, base_dir: Path | None = None) -> Authenticator:
         return cls(load_keys(settings, base_dir), settings.enabled)
 
     def lookup(self, presented: str) -> Principal | None:

@@ -44,7 +44,7 @@ def prepare_models(args: argparse.Namespace) -> int:
 def fake_upstream(args: argparse.Namespace) -> int:
     from gateway.fake_upstream import serve_fake_upstream
 
-    serve_fake_upstream(args.host, args.port)
+    serve_fake_upstream(args.host, args.port, args.failure_rate)
     return 0
 
 
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     fake = commands.add_parser("fake-upstream", help="run a fake OpenAI-compatible upstream (demos, benchmarks)")
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=9000)
+    fake.add_argument("--failure-rate", type=float, default=0.0, help="share of requests answered with HTTP 500")
     fake.set_defaults(func=fake_upstream)
 
     hashing = commands.add_parser("hash-key", help="print the hash of a gateway API key for auth.keys")

@@ -79,7 +79,7 @@ class UpstreamError(GatewayError):
 
     status = 502
     type = "upstream_error"
-    code = "upstream_error"
+    code: str | None = "upstream_error"
 
     def __init__(self, message: str, *, kind: str = "connect", **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -100,7 +100,8 @@ class UpstreamStatusError(UpstreamError):
     with its status and OpenAI-shaped body; anything else is the upstream failing: 502 Bad Gateway."""
 
     def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        found = body.get("error")
+        error: dict[str, Any] = found if isinstance(found, dict) else {}
         message = str(error.get("message") or f"upstream returned HTTP {status}")
         passed = status if 400 <= status < 500 else 502
         super().__init__(message, kind=f"http_{status // 100}xx", status=passed, headers=headers)

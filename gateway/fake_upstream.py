@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import random
 import socket
 import threading
 import time
@@ -49,6 +50,8 @@ class FakeUpstream:
         self.received: list[Received] = []
         self.keep_received = True
         self.port = 0
+        self.failure_rate = 0.0  # unscripted requests answered 500 at this rate (soak tests)
+        self.random = random.Random(0)
 
     def push(self, *replies: Reply) -> None:
         self.script.extend(replies)
@@ -77,7 +80,12 @@ class FakeUpstream:
         record = Received(body, headers)
         if self.keep_received:
             self.received.append(record)
-        reply = self.script.popleft() if self.script else Reply()
+        if self.script:
+            reply = self.script.popleft()
+        elif self.failure_rate and self.random.random() < self.failure_rate:
+            reply = Reply(status=500)
+        else:
+            reply = Reply()
         if reply.delay:
             await asyncio.sleep(reply.delay)
         if reply.body is not None or reply.status != 200:
@@ -183,8 +191,9 @@ class ServerThread:
         self.socket.close()
 
 
-def serve_fake_upstream(host: str, port: int) -> None:
+def serve_fake_upstream(host: str, port: int, failure_rate: float = 0.0) -> None:
     """``tiergate fake-upstream``: run the fake in the foreground (benchmarks, compose demo)."""
     fake = FakeUpstream()
     fake.keep_received = False
+    fake.failure_rate = failure_rate
     uvicorn.run(fake, host=host, port=port, log_level="warning", access_log=False, http="httptools", loop="uvloop")

@@ -11,15 +11,14 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.accounting import RequestOutcome
-from gateway.auth import ANONYMOUS, Authenticator, Principal
+from gateway.auth import ANONYMOUS, PRINCIPAL_KEY, Authenticator, Principal
 from gateway.errors import AuthenticationError, GatewayError
 from gateway.limits import MemoryRateLimiter, RateLimiter, Rule, check_request, estimate_tokens, rate_limited
 from gateway.log_context import REQUEST_ID, request_id
 from gateway.settings import Settings
 
 log = logging.getLogger("tiergate.guard")
-PRINCIPAL = "_principal"  # keys in RequestOutcome.extra; underscored = not for the request log
-RATE = "_rate"
+RATE = "_rate"  # the key, rule and estimate charged, in RequestOutcome.extra
 
 
 class Guard:
@@ -37,7 +36,7 @@ class Guard:
 
     async def admit(self, request: Request, body: dict[str, Any], outcome: RequestOutcome) -> None:
         principal: Principal = getattr(request.state, "principal", None) or ANONYMOUS
-        outcome.extra[PRINCIPAL] = principal
+        outcome.extra[PRINCIPAL_KEY] = principal
         principal.check_model(str(body.get("model")))
         chars = check_request(body, self.limits)
         rule = Rule(principal.requests_per_minute or self.limits.requests_per_minute,

@@ -6,8 +6,9 @@ import asyncio
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from gateway.errors import BackendOverloadedError, InvalidRequestError, RateLimitError
 from gateway.settings import LimitSettings
@@ -32,8 +33,23 @@ def message_chars(messages: Any) -> int:
     return total
 
 
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists and objects more than ``limit`` levels deep (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
 def check_request(body: dict[str, Any], limits: LimitSettings) -> int:
     """Reject oversized requests with a 400 naming the param; returns the character count."""
+    for param, value in body.items():
+        if too_deep(value, limits.max_depth):
+            raise InvalidRequestError(f"'{param}' is nested more than {limits.max_depth} levels deep", param=param)
     messages = body.get("messages") or []
     if len(messages) > limits.max_messages:
         raise InvalidRequestError(
@@ -90,7 +106,7 @@ class RateLimiter(Protocol):
 class TokenBucket:
     """Refills at ``capacity`` per minute. Token budgets may go into debt, paid back before the next request."""
 
-    __slots__ = ("capacity", "rate", "level", "updated")
+    __slots__ = ("capacity", "level", "rate", "updated")
 
     def __init__(self, per_minute: int, now: float) -> None:
         self.capacity = float(per_minute)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 from contextvars import ContextVar
-from typing import Iterable
 
 REQUEST_ID: ContextVar[str] = ContextVar("tiergate_request_id", default="-")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"

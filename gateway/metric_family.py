@@ -9,7 +9,8 @@ cost is a few attribute additions and one ``bisect``.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Iterator, Literal, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 

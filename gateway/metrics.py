@@ -2,86 +2,50 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from importlib import metadata
-from typing import Any, Iterable, Iterator, NamedTuple, get_args
+from typing import Any, get_args
 
 from fastapi import APIRouter
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.core import Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.responses import Response
 
 from gateway.accounting import OUTCOMES, Accountant, RequestOutcome
+from gateway.metric_catalog import FAMILIES, SPECS
 from gateway.metric_family import CounterChild, Family, HistogramChild, gauge
 from gateway.service import ChatService
 from routers.base import TIERS, Reason
 
 NONE = "none"  # label value for "not known": a request rejected before a tier was chosen
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
-ROUTING_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
-SCORE_BUCKETS = tuple(round(i / 20, 2) for i in range(1, 21))
-
-
-class Spec(NamedTuple):
-    name: str
-    kind: str
-    labels: tuple[str, ...]
-    help: str
-    buckets: tuple[float, ...] = ()
-
-
-# The documented families (deploy/README.md, the contract test). Gauges are computed at scrape time.
-FAMILIES: tuple[Spec, ...] = (
-    Spec("tiergate_requests_total", "counter", ("tier", "backend", "outcome", "stream"),
-         "Chat requests finished, by the tier and backend that answered and how the request ended."),
-    Spec("tiergate_request_duration_seconds", "histogram", ("tier", "stream"),
-         "End-to-end request duration, from the first byte read to the last byte sent.", DURATION_BUCKETS),
-    Spec("tiergate_time_to_first_token_seconds", "histogram", ("tier",),
-         "Streamed requests: time from arrival to the first upstream chunk.", DURATION_BUCKETS),
-    Spec("tiergate_routing_duration_seconds", "histogram", (),
-         "Time spent scoring the request with the router (classification).", ROUTING_BUCKETS),
-    Spec("tiergate_upstream_duration_seconds", "histogram", ("tier", "backend"),
-         "Time spent in the backend call (a whole stream for streamed requests).", DURATION_BUCKETS),
-    Spec("tiergate_routing_score", "histogram", (), "Router scores P(large needed) of routed requests.",
-         SCORE_BUCKETS),
-    Spec("tiergate_routing_decisions_total", "counter", ("tier", "reason"), "Routing decisions by tier and reason."),
-    Spec("tiergate_prompt_tokens_total", "counter", ("tier", "model"), "Prompt tokens reported by the backends."),
-    Spec("tiergate_cached_prompt_tokens_total", "counter", ("tier", "model"),
-         "Prompt tokens the upstream served from its prompt cache (part of the prompt tokens)."),
-    Spec("tiergate_completion_tokens_total", "counter", ("tier", "model"),
-         "Completion tokens reported by the backends."),
-    Spec("tiergate_cost_usd_total", "counter", ("tier", "model"), "Cost of the answered requests in USD."),
-    Spec("tiergate_counterfactual_cost_usd_total", "counter", ("tier",),
-         "What the same usage would have cost on the large tier's model, in USD."),
-    Spec("tiergate_saved_usd_total", "counter", ("tier",),
-         "USD saved against sending everything to the large tier (counterfactual minus cost, when positive)."),
-    Spec("tiergate_upstream_errors_total", "counter", ("tier", "backend", "kind"), "Failed backend calls by kind."),
-    Spec("tiergate_retries_total", "counter", ("tier", "backend"), "Backend call retries."),
-    Spec("tiergate_fallbacks_total", "counter", ("tier",), "Requests answered by the other tier after a failure."),
-    Spec("tiergate_in_flight_requests", "gauge", (), "Chat requests being served now."),
-    Spec("tiergate_backend_queue_depth", "gauge", ("tier", "backend"),
-         "Requests waiting for a local model's generation slot."),
-    Spec("tiergate_backend_in_flight_requests", "gauge", ("tier", "backend"),
-         "Requests holding a local model's generation slot."),
-    Spec("tiergate_classifier_queue_depth", "gauge", (), "Texts waiting in the classifier's batcher."),
-    Spec("tiergate_large_share_realised", "gauge", (),
-         "Share of routed requests sent to the large tier over the recent window (routing.share_window)."),
-    Spec("tiergate_large_share_target", "gauge", (), "routing.target_large_share, when set."),
-    Spec("tiergate_routing_threshold", "gauge", (), "The score threshold routing applies now."),
-    Spec("tiergate_build_info", "gauge", ("version", "router", "classifier_checkpoint"),
-         "Always 1; the labels name the running build and classifier checkpoint."),
-)
-SPECS = {spec.name: spec for spec in FAMILIES}
 REASONS: tuple[str, ...] = get_args(Reason)
 
 
 class TierSeries:
     """The children one answering tier writes, bound once so a request costs no label lookups."""
 
-    __slots__ = ("backend", "model", "requests", "duration", "ttft", "upstream", "prompt", "cached",
-                 "completion", "cost", "counterfactual", "saved", "retries", "fallbacks", "errors", "_m", "_tier")
+    __slots__ = (
+        "_m",
+        "_tier",
+        "backend",
+        "cached",
+        "completion",
+        "cost",
+        "counterfactual",
+        "duration",
+        "errors",
+        "fallbacks",
+        "model",
+        "prompt",
+        "requests",
+        "retries",
+        "saved",
+        "ttft",
+        "upstream",
+    )
 
-    def __init__(self, m: "GatewayMetrics", tier: str, backend: str, model: str) -> None:
+    def __init__(self, m: GatewayMetrics, tier: str, backend: str, model: str) -> None:
         self._m, self._tier, self.backend, self.model = m, tier, backend, model
         f = m.families
         self.requests = {o: (f["tiergate_requests_total"].counter(tier, backend, o, "false"),
@@ -124,7 +88,7 @@ class GatewayMetrics:
         self.service = service
         self.accountant = accountant
         self.registry = registry or CollectorRegistry(auto_describe=False)
-        self.families = {s.name: Family(s.name, s.help, s.kind, s.labels, s.buckets)  # type: ignore[arg-type]
+        self.families = {s.name: Family(s.name, s.help, s.kind, s.labels, s.buckets)
                          for s in FAMILIES if s.kind != "gauge"}
         self.routing_duration: HistogramChild = self.families["tiergate_routing_duration_seconds"].histogram()
         self.score: HistogramChild = self.families["tiergate_routing_score"].histogram()

@@ -26,8 +26,8 @@ class Observability:
         self.metrics = GatewayMetrics(state.service, state.accountant)
         state.accountant.sinks.append(self.metrics)
         self.request_log: RequestLog | None = None
-        if settings.request_log.path:
-            cfg = settings.request_log
+        cfg = settings.request_log
+        if cfg.path:
             self.request_log = RequestLog(cfg.path, cfg.include_prompts, cfg.flush_interval_s)
             state.accountant.sinks.append(self.request_log)
         state.extras["metrics"] = self.metrics

@@ -48,10 +48,12 @@ def chat_path() -> dict[str, Any]:
                 },
                 "400": _error("Malformed JSON or a request that violates the schema"),
                 "401": _error("Missing or invalid gateway API key"),
+                "403": _error("The API key may not use this model or tier"),
                 "404": _error("Unknown model"),
                 "413": _error("Request body too large"),
                 "429": _error("Rate limit or queue full"),
                 "502": _error("Upstream failure"),
+                "503": _error("Circuit open for the backend, or the gateway is shutting down"),
                 "504": _error("Upstream timeout"),
             },
         }

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -64,7 +65,7 @@ class PriceTable:
         self._warned: set[str] = set()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "PriceTable":
+    def from_settings(cls, settings: Settings) -> PriceTable:
         large = settings.tiers.get("large")
         return cls(load_prices(settings), large.model if large is not None else None)
 

@@ -7,9 +7,10 @@ import argparse
 import math
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, TextIO
+from typing import Any, TextIO
 
 import orjson
 
@@ -99,6 +100,8 @@ def period_from_metrics(text: str, prices: PriceTable, small: str | None) -> Per
                 period.tiers[s.labels.get("tier", "none")] += int(s.value)
             elif s.name == "tiergate_cost_usd_total":
                 period.cost += s.value
+                if small is None and s.labels.get("tier") == "small":
+                    small = s.labels.get("model")
             elif s.name == "tiergate_counterfactual_cost_usd_total":
                 period.counterfactual += s.value
             elif s.name in ("tiergate_prompt_tokens_total", "tiergate_completion_tokens_total",
@@ -163,20 +166,16 @@ def projection(periods: list[Period], monthly_requests: int) -> dict[str, float]
             "current mix": sum(p.cost for p in periods) * per}
 
 
-def run_report(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run_report(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     settings = load_settings(args.config) if args.config else None
     # Without a profile: the shipped config/prices.yaml.
     prices = PriceTable.from_settings(settings if settings is not None else Settings(tiers={}))
-    if args.metrics_url:
-        import httpx
-
-        text = httpx.get(args.metrics_url, timeout=10).raise_for_status().text
-        periods = [period_from_metrics(text, prices, small_model(settings, []))]
-    else:
-        records, bad = read_log(Path(p) for p in args.log)
-        if bad:
-            print(f"skipped {bad} unreadable line(s)", file=sys.stderr)
-        periods = days_from_log(records, prices, small_model(settings, records))
+    try:
+        periods = _read_periods(args, settings, prices)
+    except (OSError, ValueError) as exc:  # httpx's errors are not OSErrors: see _read_periods
+        print(f"tiergate report: {exc}", file=sys.stderr)
+        return 2
     if not periods or not any(p.requests for p in periods):
         print("no requests found", file=out)
         return 1
@@ -187,6 +186,21 @@ def run_report(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         for policy, usd in projection(periods, args.monthly_requests).items():
             print(f"  {policy:<12} ${usd:,.2f}", file=out)
     return 0
+
+
+def _read_periods(args: argparse.Namespace, settings: Settings | None, prices: PriceTable) -> list[Period]:
+    if args.metrics_url:
+        import httpx
+
+        try:
+            text = httpx.get(args.metrics_url, timeout=10).raise_for_status().text
+        except httpx.HTTPError as exc:
+            raise OSError(f"cannot scrape {args.metrics_url}: {exc}") from None
+        return [period_from_metrics(text, prices, small_model(settings, []))]
+    records, bad = read_log(Path(p) for p in args.log)
+    if bad:
+        print(f"skipped {bad} unreadable line(s)", file=sys.stderr)
+    return days_from_log(records, prices, small_model(settings, records))
 
 
 def add_commands(subparsers: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,7 +22,7 @@ def log_record(outcome: RequestOutcome, include_prompts: bool = False) -> dict[s
     """The fields of one line. No prompt text unless ``include_prompts`` (and the api kept it)."""
     decision = outcome.decision
     record: dict[str, Any] = {
-        "time": datetime.fromtimestamp(outcome.wall_time, timezone.utc).isoformat(timespec="milliseconds"),
+        "time": datetime.fromtimestamp(outcome.wall_time, UTC).isoformat(timespec="milliseconds"),
         "request_id": outcome.request_id,
         "requested_model": outcome.requested_model,
         "stream": outcome.stream,

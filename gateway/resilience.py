@@ -8,9 +8,11 @@ import logging
 import os
 import random
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from gateway.accounting import RequestOutcome
+from gateway.auth import PRINCIPAL_KEY
 from gateway.backends.base import Backend, ChatObject
 from gateway.errors import (
     BackendOverloadedError,
@@ -34,11 +36,12 @@ def failure_category(error: BaseException) -> str | None:
     if isinstance(error, BackendOverloadedError):
         return "overloaded"
     if isinstance(error, UpstreamStatusError):
-        if error.status == 429:
+        status = getattr(error, "upstream_status", error.status)
+        if status == 429:
             return "rate_limit"
-        if error.status == 408:
+        if status == 408:
             return "timeout"
-        return "server_error" if error.status >= 500 else None
+        return "server_error" if status >= 500 or status < 400 else None
     if isinstance(error, UpstreamTimeoutError):
         return "timeout"
     if isinstance(error, UpstreamError):
@@ -142,7 +145,7 @@ class Resilience:
 
     def plan(self, decision: RouteDecision, outcome: RequestOutcome) -> list[RouteDecision]:
         """The decision and its fallback, restricted to the tiers the caller's key may use."""
-        principal = outcome.extra.get("principal")
+        principal = outcome.extra.get(PRINCIPAL_KEY)
         allowed: Callable[[Tier], bool] = principal.allows_tier if principal is not None else (lambda tier: True)
         if not allowed(decision.tier):
             if decision.reason == "explicit_model":
@@ -152,7 +155,8 @@ class Resilience:
                 raise PermissionDeniedError("this API key may not use any configured tier", param="model")
             decision = RouteDecision(other, decision.reason, decision.score, decision.threshold)
         steps = [decision]
-        target = self.policy.fallback.tiers.get(decision.tier)
+        routes = dict(direction.split("->") for direction in self.policy.fallback.directions)
+        target: Tier | None = routes.get(decision.tier)  # type: ignore[assignment]
         if (target is not None and target != decision.tier and target in self.backends and allowed(target)
                 and (decision.reason != "explicit_model" or self.policy.fallback.explicit_model)):
             steps.append(RouteDecision(target, "fallback", decision.score, decision.threshold))
@@ -200,9 +204,10 @@ class Resilience:
             if not breaker.allow():
                 raise UpstreamError(f"backend {backend.name} is unavailable (circuit open)", kind="circuit_open",
                                     status=503, headers={"retry-after": str(max(1, round(breaker.retry_in())))})
-            release = await bulkhead.acquire() if bulkhead is not None else None
+            release = None
             kept = False
             try:
+                release = await bulkhead.acquire() if bulkhead is not None else None
                 result = await call(backend)
                 if hold is not None and release is not None:
                     hold.append(release)
@@ -221,25 +226,26 @@ class Resilience:
                     if error is caught:
                         raise
                     raise error from None
-                log.info("retrying tier %s in %.2f s after %s (attempt %d)", tier, delay, category, attempt)
-                outcome.retries += 1
-                await self.sleep(delay)
-                continue
             except BaseException:
                 breaker.release()
                 raise
+            else:
+                breaker.success()
+                return result
             finally:
                 if release is not None and not kept:
-                    release()
-            breaker.success()
-            return result
+                    release()  # before any backoff: a waiting request may use the slot meanwhile
+            log.debug("retrying tier %s in %.2f s after %s (attempt %d)", tier, delay, category, attempt)
+            outcome.retries += 1
+            await self.sleep(delay)
 
     def _sanitize(self, tier: Tier, error: GatewayError) -> GatewayError:
         """An upstream's 401/403 is about the gateway's own key: never pass it (or its text) to the client."""
         cfg = self.settings.tiers.get(tier)
         forwarding = bool(getattr(cfg, "forward_client_authorization", False))
-        if isinstance(error, UpstreamStatusError) and error.status in (401, 403) and not forwarding:
-            log.error("upstream for tier %s rejected the gateway's credentials (HTTP %d)", tier, error.status)
+        status = getattr(error, "upstream_status", error.status)
+        if isinstance(error, UpstreamStatusError) and status in (401, 403) and not forwarding:
+            log.error("upstream for tier %s rejected the gateway's credentials (HTTP %d)", tier, status)
             return UpstreamError(f"upstream for tier {tier} rejected the gateway's credentials",
                                  kind="upstream_auth")
         for secret in self.secrets:
@@ -253,7 +259,7 @@ class Resilience:
             return None
         if category is None or category not in retry.on or attempt >= retry.attempts:
             return None
-        backoff = min(retry.max_delay_s, retry.base_delay_s * 2 ** (attempt - 1))
+        backoff = min(retry.max_delay_s, retry.base_delay_s * 2.0 ** (attempt - 1))
         backoff = backoff / 2 + random.uniform(0, backoff / 2)  # jitter keeps replicas from retrying in step
         if category == "rate_limit":
             wait = retry_after_seconds(error.headers)
@@ -299,7 +305,7 @@ class WatchedStream:
         self.breaker = breaker
         self.hold = hold
 
-    def __aiter__(self) -> "WatchedStream":
+    def __aiter__(self) -> WatchedStream:
         return self
 
     async def __anext__(self) -> ChatObject:

@@ -130,6 +130,7 @@ class AuthSettings(Strict):
 class LimitSettings(Strict):
     max_messages: int = Field(2048, ge=1)
     max_total_chars: int = Field(2_000_000, ge=1)  # all text in ``messages``
+    max_depth: int = Field(64, ge=4, le=200)  # JSON nesting; the upstream encoder stops at 254
     max_tokens: dict[Tier, int] = {}  # a ceiling on max_tokens/max_completion_tokens per tier
     requests_per_minute: int | None = Field(None, ge=1)  # per key (or per replica without auth)
     tokens_per_minute: int | None = Field(None, ge=1)
@@ -149,9 +150,10 @@ class BreakerSettings(Strict):
 
 
 class FallbackSettings(Strict):
-    """When a tier fails after its retries, the other tier answers. Keys: the failing tier."""
+    """When a tier fails after its retries, the other tier answers; ``[]`` turns fallback off."""
 
-    tiers: dict[Tier, Tier] = {"small": "large", "large": "small"}
+    # A list, not a mapping: settings merge mappings with their defaults, so one direction could not be removed.
+    directions: list[Literal["small->large", "large->small"]] = ["small->large", "large->small"]
     on: list[Literal["connect", "rate_limit", "server_error", "timeout", "overloaded", "circuit_open"]] = [
         "connect", "rate_limit", "server_error", "timeout", "overloaded", "circuit_open"]
     explicit_model: bool = False  # also fall back when the client named a backend model itself

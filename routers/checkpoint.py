@@ -6,8 +6,9 @@ import contextlib
 import importlib.resources
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -50,14 +51,14 @@ def quiet_transformers() -> Iterator[None]:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     previous = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
         yield
     finally:
         hf_logging.set_verbosity(previous)
         if bars:
-            hf_logging.enable_progress_bar()
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def read_metadata(directory: Path) -> dict[str, Any]:
@@ -72,7 +73,7 @@ def base_model(path: str | Path, num_labels: int = 1, num_layers: int | None = N
         config = AutoConfig.from_pretrained(str(path), num_labels=num_labels)
         if num_layers is not None:
             config.num_hidden_layers = num_layers
-        model = AutoModelForSequenceClassification.from_pretrained(str(path), config=config)
+        model: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(str(path), config=config)
     return model
 
 
@@ -108,7 +109,9 @@ def load_checkpoint(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase
     try:
         if meta.get("format") == "delta":
             model = _load_delta(directory, meta)
-            tokenizer_dir = directory if (directory / "tokenizer.json").exists() else resolve_base(meta["base"])
+            tokenizer_dir = (
+                directory if (directory / "tokenizer.json").exists() else resolve_base(meta["base"])
+            )
         else:
             with quiet_transformers():
                 model, info = AutoModelForSequenceClassification.from_pretrained(
@@ -123,7 +126,8 @@ def load_checkpoint(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ClassifierError(f"cannot load classifier from {directory}: {exc}") from exc
-    return model.eval(), tokenizer, meta
+    model.train(False)
+    return model, tokenizer, meta
 
 
 def trainable_names(model: torch.nn.Module) -> list[str]:

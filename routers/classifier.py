@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -24,7 +25,10 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     with warnings.catch_warnings():
         # torch deprecates eager-mode quantisation in favour of torchao, which is not a dependency.
         warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        quantized: torch.nn.Module = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+            model, {torch.nn.Linear}, dtype=torch.qint8
+        )
+        return quantized
 
 
 class EncoderScorer:
@@ -39,7 +43,8 @@ class EncoderScorer:
         threads: int = 2,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        self.model = model.eval()
+        model.train(False)
+        self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.threads = threads
@@ -51,18 +56,26 @@ class EncoderScorer:
     ) -> EncoderScorer:
         """Load ``builtin`` (the shipped default) or any BERT/DistilBERT sequence-classification directory.
 
-        ``quantize=None`` follows the checkpoint's ``metadata.json`` (``inference.quantize == "int8"``).
+        The checkpoint's training length (``metadata.json`` ``max_length``) caps ``max_length``; 0 means
+        "the checkpoint's own". ``quantize=None`` follows the metadata (``inference.quantize == "int8"``).
         """
         torch.set_num_threads(threads)
         model, tokenizer, meta = load_checkpoint(path)
+        trained = int(meta.get("max_length") or 512)
+        length = min(max_length, trained) if max_length > 0 else trained
         if quantize is None:
             quantize = meta.get("inference", {}).get("quantize") == "int8"
         module: torch.nn.Module = quantize_int8(model) if quantize else model
-        return cls(module, tokenizer, max_length=max_length, threads=threads, metadata=meta)
+        return cls(module, tokenizer, max_length=length, threads=threads, metadata=meta)
 
     @classmethod
     def from_model(
-        cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, max_length: int = 256, threads: int = 2
+        cls,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_length: int = 256,
+        threads: int = 2,
     ) -> EncoderScorer:
         return cls(model, tokenizer, max_length=max_length, threads=threads)
 

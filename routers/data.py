@@ -6,14 +6,20 @@ import csv
 import hashlib
 import json
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 from routers.features import prompt_text, routing_text
 
 LabelName = Literal["large-better", "soft-gap", "small-fails"]
 LABELS: tuple[LabelName, ...] = ("large-better", "soft-gap", "small-fails")
+LABEL_DEFINITIONS: dict[LabelName, str] = {
+    "large-better": "1 when the large tier's quality is strictly higher than the small tier's, else 0",
+    "soft-gap": "(1 + large - small) / 2 with qualities in [0, 1]: 1 large-only win, 0.5 tie, 0 small-only win",
+    "small-fails": "1 - small quality: the small tier's shortfall, whatever the large tier did",
+}
 SplitName = Literal["all", "train", "dev", "val-random", "val-subject", "val-arena"]
 SPLITS: tuple[SplitName, ...] = ("all", "train", "dev", "val-random", "val-subject", "val-arena")
 ARENA_SMALL = "Mixtral-8x7B-Instruct-v0.1"

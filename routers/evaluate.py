@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 FloatArray = NDArray[np.float64]
+Numbers = Sequence[float] | FloatArray
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,7 @@ def _expected_gains(scores: FloatArray, gains: FloatArray) -> FloatArray:
     return result
 
 
-def curve(name: str, scores: Sequence[float], small: Sequence[float], large: Sequence[float]) -> Curve:
+def curve(name: str, scores: Numbers, small: Numbers, large: Numbers) -> Curve:
     """The threshold sweep of one router on a dataset with per-prompt small and large quality."""
     s, q_small, q_large = (np.asarray(x, dtype=np.float64) for x in (scores, small, large))
     n = len(s)
@@ -88,7 +89,7 @@ def summary(c: Curve) -> dict[str, float]:
     return {"apgr": round(c.apgr, 4), "cpt50": round(c.cpt(0.5), 4), "cpt80": round(c.cpt(0.8), 4)}
 
 
-def plot(groups: dict[str, Sequence[Curve]], out: Path) -> None:
+def plot(groups: Mapping[str, Sequence[Curve]], out: Path) -> None:
     """One panel per dataset: quality against large share for every router."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,7 +55,7 @@ def head(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
     """The classifier's own pooling and head applied to final hidden states (as its ``forward`` does)."""
     modules: Any = model
     if getattr(model.base_model, "pooler", None) is not None:
-        pooled = model.base_model.pooler(hidden)
+        pooled = modules.base_model.pooler(hidden)
         return modules.classifier(modules.dropout(pooled))  # type: ignore[no-any-return]
     pooled = torch.relu(modules.pre_classifier(hidden[:, 0]))
     return modules.classifier(modules.dropout(pooled))  # type: ignore[no-any-return]
@@ -74,7 +75,9 @@ def freeze_lower(model: PreTrainedModel, trainable_layers: int) -> int:
     return frozen
 
 
-def _run_layers(model: PreTrainedModel, layers: Sequence[nn.Module], h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _run_layers(
+    model: PreTrainedModel, layers: Iterable[nn.Module], h: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     full_mask = create_bidirectional_mask(config=model.config, inputs_embeds=h, attention_mask=mask)
     for layer in layers:
         out = layer(h, attention_mask=full_mask)
@@ -101,18 +104,27 @@ def cache_batches(
 ) -> list[Batch]:
     """Run the frozen bottom once, in length-sorted batches (little padding), and keep its output."""
     lengths = [
-        len(ids) for ids in tokenizer([e.text for e in examples], truncation=True, max_length=config.max_length)["input_ids"]
+        len(ids)
+        for ids in tokenizer([e.text for e in examples], truncation=True, max_length=config.max_length)[
+            "input_ids"
+        ]
     ]
     order = sorted(range(len(examples)), key=lambda i: lengths[i])
     layers = encoder_layers(model)[:frozen]
+    encoder: Any = model.base_model
     batches = []
-    model.eval()
+    model.train(False)
     for start in tqdm(range(0, len(order), config.batch_size), desc=desc, disable=not config.progress):
         idx = order[start : start + config.batch_size]
-        enc = tokenizer([examples[i].text for i in idx], truncation=True, max_length=config.max_length,
-                        padding=True, return_tensors="pt")
+        enc = tokenizer(
+            [examples[i].text for i in idx],
+            truncation=True,
+            max_length=config.max_length,
+            padding=True,
+            return_tensors="pt",
+        )
         with torch.inference_mode():
-            h = model.base_model.embeddings(input_ids=enc["input_ids"])
+            h = encoder.embeddings(input_ids=enc["input_ids"])
             h = _run_layers(model, layers, h, enc["attention_mask"])
         targets = torch.tensor([label_of(examples[i], config.label) for i in idx], dtype=torch.float32)
         weights = torch.tensor([config.group_weights.get(examples[i].group, 1.0) for i in idx])
@@ -127,7 +139,7 @@ def forward_top(model: PreTrainedModel, frozen: int, batch: Batch) -> torch.Tens
 
 
 def predict(model: PreTrainedModel, frozen: int, batches: Sequence[Batch], n: int) -> list[float]:
-    model.eval()
+    model.train(False)
     scores = [0.0] * n
     with torch.inference_mode():
         for batch in batches:
@@ -176,7 +188,7 @@ def fit(
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
         if dev is not None:
             record["dev_apgr"] = dev_apgr(dev[0], predict(model, frozen, dev[1], len(dev[0])))
@@ -186,5 +198,5 @@ def fit(
         log(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
     if best is not None:
         model.load_state_dict(best[1])
-    model.eval()
+    model.train(False)
     return {"history": history, "train_seconds": round(time.perf_counter() - started, 1)}

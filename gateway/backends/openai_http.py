@@ -144,7 +144,9 @@ async def _sse_objects(response: httpx.Response, backend: str) -> AsyncIterator[
     done = False
     try:
         async for piece in response.aiter_bytes():
-            buffer += piece
+            # SSE allows CRLF line ends (sse-starlette servers send them); a CR cut from its LF by a read
+            # boundary stays in the buffer and is joined when the next piece arrives.
+            buffer = (buffer + piece).replace(b"\r\n", b"\n")
             while True:
                 end = buffer.find(b"\n\n")
                 if end < 0:

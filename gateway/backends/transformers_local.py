@@ -28,7 +28,7 @@ class TransformersBackend:
     early sets the request's cancel flag; the worker stops before its next token and frees the slot.
     """
 
-    def __init__(self, settings: LocalBackend, name: str = "local") -> None:
+    def __init__(self, settings: LocalBackend, name: str = "transformers") -> None:
         self.name = name
         self.model = settings.model
         self.settings = settings
@@ -140,7 +140,7 @@ class TransformersBackend:
             for _ in range(request.n)
         ]
 
-    async def complete(self, body: ChatBody) -> ChatObject:
+    async def complete(self, body: ChatBody, client_headers: dict[str, str] | None = None) -> ChatObject:
         request, ids = self._prepare(body, stream=False)
         await self._acquire()
         cancel = threading.Event()
@@ -157,7 +157,9 @@ class TransformersBackend:
         choices = [(r.text, r.finish_reason) for r in results]
         return Shaper(self.model).completion(choices, len(ids), sum(r.completion_tokens for r in results))
 
-    async def stream(self, body: ChatBody) -> AsyncIterator[ChatObject]:
+    async def stream(
+        self, body: ChatBody, client_headers: dict[str, str] | None = None
+    ) -> AsyncIterator[ChatObject]:
         request, ids = self._prepare(body, stream=True)
         await self._acquire()
         loop = asyncio.get_running_loop()

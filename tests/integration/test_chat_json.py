@@ -12,6 +12,7 @@ import pytest
 from gateway.fake_upstream import FakeUpstream, ServerThread
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import LARGE_MODEL, SMALL_MODEL, running_gateway, upstream_settings
+from tests.support.shared_gateway import SharedPair, reset, shared_pair
 
 CHAT = "/v1/chat/completions"
 AUTO = "tiergate-auto"
@@ -51,10 +52,20 @@ def user(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
 
 
+@pytest.fixture(scope="module")
+def pair() -> Iterator[SharedPair]:
+    with shared_pair(FixedRouter(0.1)) as shared:
+        yield shared
+
+
 @pytest.fixture
-def gateway(fake_upstream: FakeUpstream) -> Iterator[ServerThread]:
-    with running_gateway(upstream_settings(fake_upstream.url), router=FixedRouter(0.1)) as server:  # type: ignore[attr-defined]
-        yield server
+def fake_upstream(pair: SharedPair) -> FakeUpstream:
+    return reset(pair)
+
+
+@pytest.fixture
+def gateway(pair: SharedPair, fake_upstream: FakeUpstream) -> ServerThread:
+    return pair.gateway
 
 
 @pytest.fixture
@@ -156,6 +167,7 @@ def test_malformed_json_is_400_invalid_json(client: httpx.Client, fake_upstream:
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_json"
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert response.headers["x-request-id"]  # errors can be traced too
     assert fake_upstream.received == []
 
 

@@ -7,9 +7,10 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from gateway.fake_upstream import FakeUpstream, ServerThread
+from gateway.fake_upstream import FakeUpstream, Reply, ServerThread
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import LARGE_MODEL, SMALL_MODEL, running_gateway, upstream_settings
+from tests.support.shared_gateway import SharedPair, reset, shared_pair
 
 CHAT = "/v1/chat/completions"
 AUTO = "tiergate-auto"
@@ -32,15 +33,25 @@ def ask(client: httpx.Client, model: str = AUTO, messages: list[dict[str, Any]] 
     return client.post(CHAT, json=body, **kwargs)
 
 
-@pytest.fixture
-def router() -> FixedRouter:
-    return FixedRouter(0.1, by_keyword={"HARD": 0.8})
+@pytest.fixture(scope="module")
+def pair() -> Iterator[SharedPair]:
+    with shared_pair(FixedRouter(0.1, by_keyword={"HARD": 0.8})) as shared:
+        yield shared
 
 
 @pytest.fixture
-def gateway(fake_upstream: FakeUpstream, router: FixedRouter) -> Iterator[ServerThread]:
-    with running_gateway(upstream_settings(fake_upstream.url), router=router) as server:  # type: ignore[attr-defined]
-        yield server
+def fake_upstream(pair: SharedPair) -> FakeUpstream:
+    return reset(pair)
+
+
+@pytest.fixture
+def router(pair: SharedPair, fake_upstream: FakeUpstream) -> FixedRouter:
+    return pair.router
+
+
+@pytest.fixture
+def gateway(pair: SharedPair, fake_upstream: FakeUpstream) -> ServerThread:
+    return pair.gateway
 
 
 @pytest.fixture
@@ -174,3 +185,17 @@ def test_slow_classifier_times_out_to_the_fail_safe_tier(fake_upstream: FakeUpst
     assert response.status_code == 200
     assert response.headers["x-tiergate-reason"] == "classifier_error"
     assert response.headers["x-tiergate-tier"] == "large"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_headers_name_the_tier_that_answered_after_a_fallback(fake_upstream: FakeUpstream, stream: bool) -> None:
+    settings = upstream_settings(fake_upstream.url, resilience={"retry": {"attempts": 1}})  # type: ignore[attr-defined]
+    fake_upstream.push(Reply(status=500))  # the small tier fails once; the large tier answers
+    with running_gateway(settings, router=FixedRouter(0.1)) as server, httpx.Client(base_url=server.url) as client:
+        response = client.post(CHAT, json={"model": AUTO, "messages": [{"role": "user", "content": "hi"}],
+                                           "stream": stream})
+    assert response.status_code == 200
+    assert response.headers["x-tiergate-tier"] == "large"
+    assert response.headers["x-tiergate-model"] == LARGE_MODEL
+    assert response.headers["x-tiergate-reason"] == "fallback"
+    assert [r.body["model"] for r in fake_upstream.received] == [SMALL_MODEL, LARGE_MODEL]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any, Iterator
 
@@ -146,13 +147,41 @@ def test_stream_sends_error_event_when_upstream_reports_an_error_event(fake_upst
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
     upstream = ErrorMidStream()
-    with ServerThread(upstream) as fake, running_gateway(settings_for(fake.url)) as server:
-        with httpx.Client(base_url=server.url, timeout=10) as client:
-            response = client.post(CHAT, json=STREAM)
+    with ServerThread(upstream) as fake, running_gateway(settings_for(fake.url)) as server, httpx.Client(
+        base_url=server.url, timeout=10
+    ) as client:
+        response = client.post(CHAT, json=STREAM)
     assert response.status_code == 200
     data = sse_data(response.text)
     assert data[-1] == "[DONE]"
     assert "the model overloaded mid-answer" in orjson.loads(data[-2])["error"]["message"]
+
+
+def test_stream_sends_timeout_event_then_done_when_upstream_stalls_mid_stream() -> None:
+    class StallAfterFirstChunk(FakeUpstream):
+        """Streams one chunk, then goes silent for longer than the gateway's read timeout."""
+
+        async def _stream(self, send: Any, receive: Any, body: dict[str, Any], reply: Reply, rec: Any) -> None:
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream")]})
+            chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": body["model"],
+                     "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"},
+                                  "finish_reason": None}]}
+            await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n",
+                        "more_body": True})
+            await asyncio.sleep(1.5)
+
+    fast_timeout = {"timeout": {"connect": 2, "read": 0.5, "write": 2, "pool": 2}}
+    upstream = StallAfterFirstChunk()
+    with ServerThread(upstream) as fake:
+        settings = settings_for(fake.url, tier_overrides={"small": fast_timeout})
+        with running_gateway(settings) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+            response = client.post(CHAT, json=STREAM)
+    assert response.status_code == 200
+    data = sse_data(response.text)
+    assert data[-1] == "[DONE]"
+    assert orjson.loads(data[0])["choices"][0]["delta"]["content"] == "hi"
+    assert orjson.loads(data[-2])["error"]["type"] == "upstream_timeout"
 
 
 @pytest.mark.parametrize(("status", "expected"), [(400, 400), (429, 429), (500, 502)])
@@ -164,3 +193,49 @@ def test_stream_failing_before_the_first_chunk_gets_a_real_status(
     assert response.status_code == expected
     assert response.headers["content-type"] == "application/json"
     assert set(response.json()["error"]) == ERROR_KEYS
+
+
+@pytest.mark.parametrize("payload", [b"<html>Bad gateway</html>", b"[1, 2]"], ids=["not-json", "not-an-object"])
+def test_upstream_200_that_is_not_a_completion_object_is_502(payload: bytes) -> None:
+    class Garbage(FakeUpstream):
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return await super().__call__(scope, receive, send)
+            while (await receive()).get("more_body"):
+                pass
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/html")]})
+            await send({"type": "http.response.body", "body": payload})
+            return None
+
+    with ServerThread(Garbage()) as fake, running_gateway(settings_for(fake.url)) as server, httpx.Client(
+        base_url=server.url, timeout=10
+    ) as client:
+        response = client.post(CHAT, json=BODY)
+    assert response.status_code == 502
+    assert set(response.json()["error"]) == ERROR_KEYS
+
+
+def test_stream_still_ends_with_done_when_a_chunk_breaks_the_gateway() -> None:
+    class OddUsage(FakeUpstream):
+        """A well-formed stream whose usage chunk holds a value no accounting expects."""
+
+        async def _stream(self, send: Any, receive: Any, body: dict[str, Any], reply: Reply, rec: Any) -> None:
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream")]})
+            base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": body["model"]}
+            chunk = {**base, "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}
+            usage = {**base, "choices": [], "usage": {"prompt_tokens": "lots", "completion_tokens": 1}}
+            for payload in (chunk, usage):
+                await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(payload) + b"\n\n",
+                            "more_body": True})
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+    with ServerThread(OddUsage()) as fake, running_gateway(settings_for(fake.url)) as server, httpx.Client(
+        base_url=server.url, timeout=10
+    ) as client:
+        response = client.post(CHAT, json={**STREAM, "stream_options": {"include_usage": True}})
+    assert response.status_code == 200
+    data = sse_data(response.text)
+    assert orjson.loads(data[0])["choices"][0]["delta"]["content"] == "hi"
+    assert data[-1] == "[DONE]", "a failure inside the gateway cut the stream off"
+    assert set(orjson.loads(data[-2])["error"]) == ERROR_KEYS

