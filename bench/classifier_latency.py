@@ -14,10 +14,40 @@ from routers.base import decide
 from routers.batcher import BatchingRouter
 from routers.classifier import EncoderScorer
 
-FILLER = (
-    "explain how the integral of a matrix valued function relates to the law of large numbers and "
-    "why a court would consider the precedent when a contract is ambiguous about delivery dates "
-).split()
+FILLER = [
+    "explain",
+    "how",
+    "the",
+    "integral",
+    "of",
+    "a",
+    "matrix",
+    "valued",
+    "function",
+    "relates",
+    "to",
+    "the",
+    "law",
+    "of",
+    "large",
+    "numbers",
+    "and",
+    "why",
+    "a",
+    "court",
+    "would",
+    "consider",
+    "the",
+    "precedent",
+    "when",
+    "a",
+    "contract",
+    "is",
+    "ambiguous",
+    "about",
+    "delivery",
+    "dates",
+]
 
 
 def prompt_of(tokens: int, index: int, scorer: EncoderScorer) -> str:
@@ -55,8 +85,13 @@ async def run(router: BatchingRouter, prompts: Sequence[str], concurrency: int) 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     scorer = EncoderScorer.load(args.model, max_length=args.max_length, threads=args.threads)
-    router = BatchingRouter(lambda: scorer, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
-                            queue_size=4096, cache_size=0)
+    router = BatchingRouter(
+        lambda: scorer,
+        max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        queue_size=4096,
+        cache_size=0,
+    )
     await router.start()
     rows = []
     try:
@@ -67,8 +102,11 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
                 await run(router, prompts[:8], 1)  # warm-up
                 result = await run(router, prompts[8:], concurrency)
                 rows.append({"tokens": tokens, "concurrency": concurrency, "requests": n, **result})
-                print(f"{tokens:>7}{concurrency:>6}{n:>7}{result['p50_ms']:>10.1f}{result['p95_ms']:>10.1f}"
-                      f"{result['per_s']:>11.0f}", flush=True)
+                print(
+                    f"{tokens:>7}{concurrency:>6}{n:>7}{result['p50_ms']:>10.1f}{result['p95_ms']:>10.1f}"
+                    f"{result['per_s']:>11.0f}",
+                    flush=True,
+                )
     finally:
         await router.aclose()
     return rows

@@ -323,6 +323,10 @@ def fmt_us(value: float) -> str:
     return f"{value / 1000:.2f} ms" if abs(value) >= 1000 else f"{value:.0f} µs"
 
 
+def mib(kib: int) -> str:
+    return f"{kib / 1024:.0f} MiB" if kib else "-"
+
+
 def render(results: dict[str, Any]) -> str:
     out: list[str] = []
     meta, cfg = results["machine"], results["config"]
@@ -343,8 +347,9 @@ def render(results: dict[str, Any]) -> str:
         (f"Load: {cfg['loadgen']} closed loop, {cfg['duration']} s per point after {cfg['warmup']} s warm-up, "
          f"{cfg['repeats']} repeats; direct and gateway measured back to back in each repeat. Numbers are "
          "medians over repeats (rps range in brackets)."),
-        (f"Niceness {cfg['nice']} for every benchmark process; 1-minute load average before the run: "
-         f"{cfg['load_before']:.1f} (other work shares this machine: see the rps ranges)."),
+        (f"Niceness {cfg['nice']} for every benchmark process. 1-minute load average before / after the run: "
+         f"{cfg['load_before']:.1f} / {cfg.get('load_after', float('nan')):.1f} on {os.cpu_count()} cores; "
+         "above the benchmark's own ~2, other work was sharing the cores (the rps ranges show how much)."),
         "Added latency = gateway percentile minus direct percentile at the same concurrency.",
         (f"Streaming: time to first content chunk, concurrency 1, {cfg['stream_requests']} streams per repeat "
          "(bench/loadgen.py, aiohttp)."),
@@ -377,7 +382,6 @@ def render(results: dict[str, Any]) -> str:
         s = stream.get(name)
         added = "" if name == "direct" or not s else fmt_us(s["p50_us"] - stream["direct"]["p50_us"])
         startup = f"{median(target['startup_s']):.2f} s" if target["startup_s"] else "-"
-        mib = (lambda kib: f"{kib / 1024:.0f} MiB" if kib else "-")
         out.append(f"| {name} | {fmt_us(s['p50_us']) if s else '-'} | {fmt_us(s['p99_us']) if s else '-'} | "
                    f"{added} | {startup} | {mib(target['rss_idle_kib'])} | {mib(target['rss_after_kib'])} | "
                    f"{mib(target['rss_peak_kib'])} |")
@@ -504,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     results["stream"] = {k.split(":", 1)[1]: summarize(v) for k, v in raw.items() if k.startswith("stream:")}
     results["raw"] = raw
     results["finished"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    results["config"]["load_after"] = os.getloadavg()[0]
     results["verdicts"] = verdicts(results)
     (logs / "results.json").write_text(json.dumps(results, indent=2))
     report = render(results)

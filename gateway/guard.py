@@ -27,6 +27,9 @@ class Guard:
 
     def __init__(self, settings: Settings, limiter: RateLimiter | None = None, base_dir: Path | None = None) -> None:
         self.authenticator = Authenticator.from_settings(settings.auth, base_dir)
+        if not self.authenticator.enabled and settings.server.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("no gateway API keys configured (auth.keys): any caller that reaches %s can spend on "
+                        "the upstream accounts", settings.server.host)
         self.limits = settings.limits
         self.limiter: RateLimiter = limiter or MemoryRateLimiter()
         self.draining = False

@@ -186,7 +186,7 @@ class Resilience:
                 return await self._attempts(step.tier, backend, outcome, call, hold)
             except GatewayError as error:
                 category = failure_category(error)
-                if category is None or category not in self.policy.fallback.on:
+                if category is None or category not in self.policy.fallback.failures:
                     raise
                 last = error
                 if index + 1 < len(steps):
@@ -257,7 +257,7 @@ class Resilience:
         retry = self.policy.retry
         if isinstance(error, UpstreamError) and error.kind == "upstream_auth":
             return None
-        if category is None or category not in retry.on or attempt >= retry.attempts:
+        if category is None or category not in retry.failures or attempt >= retry.attempts:
             return None
         backoff = min(retry.max_delay_s, retry.base_delay_s * 2.0 ** (attempt - 1))
         backoff = backoff / 2 + random.uniform(0, backoff / 2)  # jitter keeps replicas from retrying in step

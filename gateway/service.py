@@ -13,6 +13,7 @@ from gateway.errors import InvalidRequestError, ModelNotFoundError
 from gateway.resilience import CircuitBreaker, Resilience
 from gateway.settings import Settings
 from routers.base import TIERS, RouteDecision, Router, Tier, decide
+from routers.errors import ClassifierOverloadedError
 from routers.features import routing_text
 
 THRESHOLD_HEADER = "x-tiergate-threshold"
@@ -95,8 +96,11 @@ class ChatService:
             return fail_safe
         try:
             score = await asyncio.wait_for(self.router.score(text), self.routing.classifier.timeout_s)
-        except Exception:  # the classifier is a dependency that may fail: the request still gets an answer
-            self.classifier_breaker.failure()
+        except Exception as exc:  # the classifier is a dependency that may fail: the request still gets an answer
+            if isinstance(exc, ClassifierOverloadedError):
+                self.classifier_breaker.release()  # busy, not broken: only this request skips it
+            else:
+                self.classifier_breaker.failure()
             return fail_safe
         else:
             self.classifier_breaker.success()

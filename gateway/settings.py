@@ -141,7 +141,9 @@ class RetrySettings(Strict):
     base_delay_s: float = Field(0.2, ge=0)
     max_delay_s: float = Field(2.0, ge=0)
     max_retry_after_s: float = Field(5.0, ge=0)  # a longer upstream Retry-After is passed to the client
-    on: list[Literal["connect", "rate_limit", "server_error", "timeout"]] = ["connect", "rate_limit", "server_error"]
+    # Not "on": YAML 1.1 reads a bare ``on:`` key as the boolean true.
+    failures: list[Literal["connect", "rate_limit", "server_error", "timeout"]] = [
+        "connect", "rate_limit", "server_error"]
 
 
 class BreakerSettings(Strict):
@@ -154,7 +156,7 @@ class FallbackSettings(Strict):
 
     # A list, not a mapping: settings merge mappings with their defaults, so one direction could not be removed.
     directions: list[Literal["small->large", "large->small"]] = ["small->large", "large->small"]
-    on: list[Literal["connect", "rate_limit", "server_error", "timeout", "overloaded", "circuit_open"]] = [
+    failures: list[Literal["connect", "rate_limit", "server_error", "timeout", "overloaded", "circuit_open"]] = [
         "connect", "rate_limit", "server_error", "timeout", "overloaded", "circuit_open"]
     explicit_model: bool = False  # also fall back when the client named a backend model itself
 

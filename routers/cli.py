@@ -25,7 +25,7 @@ def _train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         lr=args.lr,
         seed=args.seed,
-        group_weights={"arena": args.arena_weight},
+        group_weights={"arena": args.arena_weight, "anchor": args.anchor_weight},
         progress=not args.quiet,
     )
     train_checkpoint(
@@ -37,6 +37,8 @@ def _train(args: argparse.Namespace) -> int:
         delta=args.format == "delta",
         quantize=args.quantize == "int8",
         limit=args.limit,
+        anchors=not args.no_anchors,
+        threads=args.threads,
     )
     return 0
 
@@ -139,7 +141,12 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--arena-weight", type=float, default=1.0, help="loss weight of arena rows")
+    p.add_argument(
+        "--no-anchors", action="store_true", help="leave out the chit-chat anchors (routers.anchors)"
+    )
+    p.add_argument("--anchor-weight", type=float, default=2.0, help="loss weight of anchor rows")
     p.add_argument("--limit", type=int, default=None, help="train on the first N rows only (smoke tests)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)
 

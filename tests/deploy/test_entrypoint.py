@@ -23,14 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.dockerfile_model import REPO, read_stages, start_command
+from tests.deploy.dockerfile_model import REPO, missing_tool, read_stages, start_command
 
 READY_WITHIN_S = 60.0
 STOPS_WITHIN_S = 40.0
 
 if importlib.util.find_spec("gateway.app") is None:  # pragma: no cover - only before the core lands
-    pytest.skip("gateway.app is not importable yet: the entrypoint test needs the gateway core",
-                allow_module_level=True)
+    missing_tool("gateway.app is not importable yet: the entrypoint test needs the gateway core")
 
 
 def free_port() -> int:
@@ -121,7 +120,7 @@ def test_container_start_command_serves_readyz_and_stops_on_sigterm(tmp_path: Pa
     port = free_port()
     env = container_environment(tmp_path, upstream_url, port)
     if shutil.which(argv[0], path=env["PATH"]) is None:
-        pytest.skip(f"{argv[0]!r} console script is not installed here (pip install -e .)")
+        missing_tool(f"{argv[0]!r} console script is not installed here (pip install -e .)")
     log_path = tmp_path / "gateway.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -95,7 +95,7 @@ def test_connection_refused_falls_back_to_the_other_tier(fake_upstream: FakeUpst
 
 
 def test_hang_past_read_timeout_is_504_without_fallback(fake_upstream: FakeUpstream) -> None:
-    fake_upstream.push(Reply(delay=3))
+    fake_upstream.push(Reply(delay=1.2))
     fast = {"timeout": {"connect": 1, "read": 0.5, "write": 1, "pool": 1}}
     settings = upstream_settings(fake_upstream.url, resilience=NO_FALLBACK,  # type: ignore[attr-defined]
                                  tier_overrides={"small": fast})
@@ -107,7 +107,7 @@ def test_hang_past_read_timeout_is_504_without_fallback(fake_upstream: FakeUpstr
 
 
 def test_hang_past_read_timeout_falls_back(fake_upstream: FakeUpstream) -> None:
-    fake_upstream.push(Reply(delay=3))
+    fake_upstream.push(Reply(delay=1.2))
     fast = {"timeout": {"connect": 1, "read": 0.5, "write": 1, "pool": 1}}
     settings = upstream_settings(fake_upstream.url, resilience={"retry": FAST_RETRY},  # type: ignore[attr-defined]
                                  tier_overrides={"small": fast})
@@ -213,3 +213,21 @@ def test_slow_classifier_times_out_to_the_fail_safe_tier(fake_upstream: FakeUpst
         answer = post(gateway.url, BODY)
     assert answer.status_code == 200
     assert (answer.headers["x-tiergate-tier"], answer.headers["x-tiergate-reason"]) == ("small", "classifier_error")
+
+
+def test_full_classifier_queue_uses_the_fail_safe_tier_without_tripping_the_breaker(
+        fake_upstream: FakeUpstream) -> None:
+    from routers.errors import ClassifierOverloadedError
+
+    class Overloaded(FixedRouter):
+        async def score(self, text: str) -> float:
+            self.seen.append(text)
+            raise ClassifierOverloadedError("classifier queue is full")
+
+    router = Overloaded()
+    resilience = {"classifier_breaker": {"failure_threshold": 1, "reset_after_s": 60}}
+    settings = upstream_settings(fake_upstream.url, resilience=resilience)  # type: ignore[attr-defined]
+    with running_gateway(settings, router=router) as gateway:
+        answers = [post(gateway.url, BODY) for _ in range(3)]
+    assert [a.headers["x-tiergate-reason"] for a in answers] == ["classifier_error"] * 3
+    assert len(router.seen) == 3  # still asked each time: busy is not broken

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from gateway.backends.local_models import prepare_builtin
 from gateway.backends.transformers_local import TransformersBackend
 from gateway.errors import BackendOverloadedError, InvalidRequestError
 from gateway.settings import LocalBackend
@@ -147,3 +151,29 @@ async def test_closing_a_stream_early_cancels_generation_and_frees_the_slot(
     assert await wait_idle(backend) < 1.0  # stops before the next token, not after 24 of them
     after = await backend.complete(body(max_tokens=2))
     assert after["usage"]["completion_tokens"] <= 2
+
+
+async def test_any_model_directory_loads_and_int8_quantises_its_linear_layers(tmp_path: Path) -> None:
+    """A tiny random Llama saved with save_pretrained, with SmolLM2's tokenizer and chat template."""
+    tokenizer = AutoTokenizer.from_pretrained(str(prepare_builtin("smollm2")))
+    tokenizer.save_pretrained(str(tmp_path))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(str(tmp_path))
+    tiny = TransformersBackend(LocalBackend(model="tiny", path=str(tmp_path), quantize="int8", max_new_tokens=4))
+    await tiny.start()
+    try:
+        quantised = [m for m in tiny._model.modules() if "quantized" in type(m).__module__]
+        assert quantised, "no Linear layer was replaced by a dynamically quantised one"
+        response = await tiny.complete(body(model="tiny", max_tokens=3))
+        assert response["usage"]["completion_tokens"] <= 3
+    finally:
+        await tiny.aclose()

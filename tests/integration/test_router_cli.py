@@ -21,21 +21,53 @@ def _user_data(path: Path, n: int = 120) -> Path:
     lines = []
     for i in range(n):
         hard = i % 3 == 0
-        words = rng.choices(WORDS, k=rng.randint(3, 12)) + (["prove", "theorem", "integral"] if hard else ["hi"])
+        words = rng.choices(WORDS, k=rng.randint(3, 12)) + (
+            ["prove", "theorem", "integral"] if hard else ["hi"]
+        )
         row = {"prompt": " ".join(words), "small_score": 2 if hard else 9, "large_score": 9}
-        lines.append(json.dumps(row) if i % 2 else json.dumps({"messages": [{"role": "user", "content": row.pop("prompt")}], **row}))
+        lines.append(
+            json.dumps(row)
+            if i % 2
+            else json.dumps({"messages": [{"role": "user", "content": row.pop("prompt")}], **row})
+        )
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 @pytest.mark.slow
-def test_train_score_evaluate_calibrate_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_score_evaluate_calibrate_round_trip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     base = build_tiny_encoder(tmp_path / "base")
     data = _user_data(tmp_path / "mine.jsonl")
     ckpt = tmp_path / "ckpt"
-    assert main(["train", "--data", str(data), "--base", str(base), "--out", str(ckpt), "--format", "delta",
-                 "--epochs", "2", "--trainable-layers", "1", "--max-length", "32", "--batch-size", "16",
-                 "--lr", "1e-3", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--base",
+                str(base),
+                "--out",
+                str(ckpt),
+                "--format",
+                "delta",
+                "--epochs",
+                "2",
+                "--trainable-layers",
+                "1",
+                "--max-length",
+                "32",
+                "--batch-size",
+                "16",
+                "--lr",
+                "1e-3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     meta = json.loads((ckpt / "metadata.json").read_text())
     assert meta["format"] == "delta" and meta["label"]["name"] == "large-better"
     assert len(meta["data"]["sha256"]) == 64 and meta["calibration"]["table"] and "dev" in meta["metrics"]
@@ -44,22 +76,55 @@ def test_train_score_evaluate_calibrate_round_trip(tmp_path: Path, capsys: pytes
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "hi"}\n{"messages": [{"role": "user", "content": "prove theorem"}]}\n')
     out = tmp_path / "scores.jsonl"
-    assert main(["score", "--in", str(prompts), "--out", str(out), "--model", str(ckpt), "--threshold", "0.5"]) == 0
+    assert (
+        main(["score", "--in", str(prompts), "--out", str(out), "--model", str(ckpt), "--threshold", "0.5"])
+        == 0
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["index"] for r in rows] == [0, 1] and all(r["tier"] in ("small", "large") for r in rows)
     direct = EncoderScorer.load(str(ckpt)).score_batch(["hi", "prove theorem"])
     assert [r["score"] for r in rows] == pytest.approx(direct, abs=1e-5)
 
     plot, numbers = tmp_path / "eval.png", tmp_path / "eval.json"
-    assert main(["evaluate", "--data", str(data), "--split", "all", "--model", str(ckpt), "--plot", str(plot),
-                 "--json", str(numbers), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(data),
+                "--split",
+                "all",
+                "--model",
+                str(ckpt),
+                "--plot",
+                str(plot),
+                "--json",
+                str(numbers),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert plot.stat().st_size > 1000
     result = json.loads(numbers.read_text())["all"]
     assert result["oracle"]["apgr"] >= result["router"]["apgr"] and result["random"]["apgr"] == 0.5
     assert "CPT(50%)" in capsys.readouterr().out
 
-    assert main(["calibrate", "--data", str(prompts), "--target-large-share", "0.5", "--model", str(ckpt),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "--data",
+                str(prompts),
+                "--target-large-share",
+                "0.5",
+                "--model",
+                str(ckpt),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "threshold:" in capsys.readouterr().out
 
 
@@ -71,8 +136,27 @@ def test_delta_checkpoint_without_weights_fails_loudly(tmp_path: Path) -> None:
 
 @pytest.mark.data
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared routing data not found at {SHARED}")
-def test_evaluate_reads_the_shared_held_out_arena_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_reads_the_shared_held_out_arena_split(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     base = build_tiny_encoder(tmp_path / "base")
-    assert main(["evaluate", "--data", str(SHARED), "--split", "val-arena", "--model", str(base),
-                 "--max-length", "32", "--plot", "", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(SHARED),
+                "--split",
+                "val-arena",
+                "--model",
+                str(base),
+                "--max-length",
+                "32",
+                "--plot",
+                "",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "Arena, held-out prompts" in capsys.readouterr().out

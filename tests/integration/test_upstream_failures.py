@@ -19,7 +19,7 @@ CHAT = "/v1/chat/completions"
 BODY = {"model": "tiergate-auto", "messages": [{"role": "user", "content": "hello"}]}
 STREAM = {**BODY, "stream": True}
 # One try, no other tier: each failure is seen exactly as the upstream produced it.
-NO_RETRY_NO_FALLBACK = {"retry": {"attempts": 1}, "fallback": {"on": []}}
+NO_RETRY_NO_FALLBACK = {"retry": {"attempts": 1}, "fallback": {"failures": []}}
 ERROR_KEYS = {"message", "type", "param", "code"}
 
 
@@ -215,7 +215,44 @@ def test_upstream_200_that_is_not_a_completion_object_is_502(payload: bytes) -> 
     assert set(response.json()["error"]) == ERROR_KEYS
 
 
+class BreaksAfterFirstChunk:
+    """A backend whose stream yields one chunk, then fails with a bug (not a GatewayError)."""
+
+    name = "broken"
+    model = "gpt-4o-mini"
+
+    async def start(self) -> None: ...
+
+    def ready(self) -> bool:
+        return True
+
+    async def complete(self, body: dict[str, Any], client_headers: dict[str, str] | None = None) -> dict[str, Any]:
+        raise AssertionError("not used")
+
+    async def stream(self, body: dict[str, Any],
+                     client_headers: dict[str, str] | None = None) -> Any:
+        yield {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": self.model,
+               "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]}
+        raise RuntimeError("a bug in the middle of a stream")
+
+    async def aclose(self) -> None: ...
+
+
 def test_stream_still_ends_with_done_when_a_chunk_breaks_the_gateway() -> None:
+    broken = BreaksAfterFirstChunk()
+    settings = settings_for("http://127.0.0.1:9")
+    with running_gateway(settings, backends={"small": broken, "large": broken}) as server, httpx.Client(
+        base_url=server.url, timeout=10
+    ) as client:
+        response = client.post(CHAT, json=STREAM)
+    assert response.status_code == 200
+    data = sse_data(response.text)
+    assert orjson.loads(data[0])["choices"][0]["delta"]["content"] == "hi"
+    assert data[-1] == "[DONE]", "a failure inside the gateway cut the stream off"
+    assert set(orjson.loads(data[-2])["error"]) == ERROR_KEYS
+
+
+def test_stream_ignores_usage_values_that_are_not_counts() -> None:
     class OddUsage(FakeUpstream):
         """A well-formed stream whose usage chunk holds a value no accounting expects."""
 
@@ -236,6 +273,5 @@ def test_stream_still_ends_with_done_when_a_chunk_breaks_the_gateway() -> None:
         response = client.post(CHAT, json={**STREAM, "stream_options": {"include_usage": True}})
     assert response.status_code == 200
     data = sse_data(response.text)
-    assert orjson.loads(data[0])["choices"][0]["delta"]["content"] == "hi"
-    assert data[-1] == "[DONE]", "a failure inside the gateway cut the stream off"
-    assert set(orjson.loads(data[-2])["error"]) == ERROR_KEYS
+    assert data[-1] == "[DONE]"
+    assert "error" not in response.text

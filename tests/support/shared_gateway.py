@@ -18,7 +18,7 @@ from tests.support.gateway import running_gateway, upstream_settings
 
 # A shared gateway must not carry one test's upstream failures into the next: no retries, no fallback,
 # and a circuit breaker that never opens.
-ISOLATED_RESILIENCE = {"retry": {"attempts": 1}, "fallback": {"on": []}, "breaker": {"failure_threshold": 1_000_000}}
+ISOLATED_RESILIENCE = {"retry": {"attempts": 1}, "fallback": {"failures": []}, "breaker": {"failure_threshold": 1_000_000}}
 
 
 @dataclass

@@ -7,16 +7,55 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-WORDS = (
-    "hello hi thanks what is the a of prove that theorem integral matrix law court explain why how "
-    "write code python function and or not for every there exists prime number answer question"
-).split()
+WORDS = [
+    "hello",
+    "hi",
+    "thanks",
+    "what",
+    "is",
+    "the",
+    "a",
+    "of",
+    "prove",
+    "that",
+    "theorem",
+    "integral",
+    "matrix",
+    "law",
+    "court",
+    "explain",
+    "why",
+    "how",
+    "write",
+    "code",
+    "python",
+    "function",
+    "and",
+    "or",
+    "not",
+    "for",
+    "every",
+    "there",
+    "exists",
+    "prime",
+    "number",
+    "answer",
+    "question",
+]
 
 
 def build_tiny_encoder(directory: Path, seed: int = 0) -> Path:
     """2 layers, hidden 32, one output logit; returns ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz0123456789.,?!"]
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *WORDS,
+        *"abcdefghijklmnopqrstuvwxyz0123456789.,?!",
+    ]
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
     torch.manual_seed(seed)

@@ -119,8 +119,15 @@ async def test_registry_builds_baselines_by_name() -> None:
 async def test_classifier_router_scores_with_a_tiny_encoder_directory(tmp_path: Path) -> None:
     path = build_tiny_encoder(tmp_path / "enc")
     router = build_router(
-        "classifier", path=str(path), max_length=16, max_batch=4, batch_wait_ms=1, queue_size=8,
-        cache_size=10, threads=1, timeout_s=2.0,
+        "classifier",
+        path=str(path),
+        max_length=16,
+        max_batch=4,
+        batch_wait_ms=1,
+        queue_size=8,
+        cache_size=10,
+        threads=1,
+        timeout_s=2.0,
     )
     await router.start()
     scores = await asyncio.gather(router.score("hello"), router.score("prove that theorem " * 50))

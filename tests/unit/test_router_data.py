@@ -37,8 +37,11 @@ def test_user_jsonl_accepts_prompt_messages_scores_and_labels(tmp_path: Path) ->
     file = tmp_path / "mine.jsonl"
     rows = [
         {"prompt": "hi", "small_score": 9, "large_score": 9},
-        {"messages": [{"role": "system", "content": "be nice"}, {"role": "user", "content": "prove it"}],
-         "small_score": 1, "large_score": 10},
+        {
+            "messages": [{"role": "system", "content": "be nice"}, {"role": "user", "content": "prove it"}],
+            "small_score": 1,
+            "large_score": 10,
+        },
         {"prompt": "label only", "label": 1},
     ]
     file.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
