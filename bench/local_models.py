@@ -69,7 +69,7 @@ def run_model(backend: TransformersBackend, max_tokens: int) -> dict[str, float]
     ids = backend.prompt_ids(PROMPT)
     times: list[float] = []
     start = time.perf_counter()
-    params = SamplingParams(max_new_tokens=max_tokens, temperature=0.0)
+    params = SamplingParams(max_new_tokens=max_tokens, temperature=0.0, ignore_eos=True)
     result = decode(
         backend._model,
         backend.tokenizer,
@@ -88,7 +88,7 @@ def run_model(backend: TransformersBackend, max_tokens: int) -> dict[str, float]
 
 
 async def run_backend(backend: TransformersBackend, max_tokens: int) -> dict[str, float]:
-    body = {"messages": PROMPT, "temperature": 0, "max_tokens": max_tokens}
+    body = {"messages": PROMPT, "temperature": 0, "max_tokens": max_tokens, "ignore_eos": True}
     start = time.perf_counter()
     times: list[float] = []
     tokens = 0
@@ -100,7 +100,17 @@ async def run_backend(backend: TransformersBackend, max_tokens: int) -> dict[str
     return {"ttft_s": times[0] - start, "tok_s": rate(tokens, times[0], times[-1]), "tokens": tokens}
 
 
-async def run_gateway(client: httpx.AsyncClient, model: str, max_tokens: int) -> dict[str, float]:
+def loop_cpu_s(pid: int | None) -> float:
+    """CPU time of a process's main thread (its event loop), from Linux schedstat; 0 where unavailable."""
+    try:
+        return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+async def run_gateway(
+    client: httpx.AsyncClient, model: str, max_tokens: int, pid: int | None = None
+) -> dict[str, float]:
     body = {
         "model": model,
         "messages": PROMPT,
@@ -108,7 +118,9 @@ async def run_gateway(client: httpx.AsyncClient, model: str, max_tokens: int) ->
         "max_tokens": max_tokens,
         "stream": True,
         "stream_options": {"include_usage": True},
+        "ignore_eos": True,
     }
+    loop_before = loop_cpu_s(pid)
     start = time.perf_counter()
     times: list[float] = []
     tokens = 0
@@ -122,7 +134,13 @@ async def run_gateway(client: httpx.AsyncClient, model: str, max_tokens: int) ->
                 times.append(time.perf_counter())
             if event.get("usage"):
                 tokens = event["usage"]["completion_tokens"]
-    return {"ttft_s": times[0] - start, "tok_s": rate(tokens, times[0], times[-1]), "tokens": tokens}
+    return {
+        "ttft_s": times[0] - start,
+        "tok_s": rate(tokens, times[0], times[-1]),
+        "tokens": tokens,
+        # What the gateway's event loop (HTTP, routing, accounting, SSE) spends per streamed token.
+        "loop_ms_per_token": 1000 * (loop_cpu_s(pid) - loop_before) / max(tokens, 1),
+    }
 
 
 def free_port() -> int:
@@ -212,7 +230,8 @@ async def bench_variant(
                     row = await run_backend(backend, args.max_tokens)
                 else:
                     assert client is not None
-                    row = await run_gateway(client, settings.model, args.max_tokens)
+                    assert gateway is not None and gateway.process is not None
+                    row = await run_gateway(client, settings.model, args.max_tokens, gateway.process.pid)
                 results[path].append(row)
     finally:
         if gateway is not None:
@@ -236,6 +255,11 @@ async def bench_variant(
         # Same-round ratios cancel the machine's slow drifts better than a ratio of medians.
         paired = [g["tok_s"] / r["tok_s"] for g, r in zip(results["gateway"], results["raw"])]
         summary["gateway_cost_pct_paired"] = 100 * (1 - statistics.median(paired))
+        loop_ms = median(results["gateway"], "loop_ms_per_token")
+        summary["gateway_loop_ms_per_token"] = loop_ms
+        # Event-loop CPU per token over the model's own time per token: the streaming path's share of the
+        # CPU, independent of how busy the machine was while measuring.
+        summary["gateway_loop_cost_pct"] = 100 * loop_ms / (1000 / summary["raw"]["tok_s"])
     print(json.dumps(summary), flush=True)
     return summary
 
@@ -254,6 +278,10 @@ def table(summaries: list[dict[str, Any]]) -> str:
             lines.append(
                 f"{'':<8} {'':<5} {'':6}  gateway streaming cost: {s['gateway_cost_pct']:+.1f}% of tok/s "
                 f"(median of paired rounds {s['gateway_cost_pct_paired']:+.1f}%)"
+            )
+            lines.append(
+                f"{'':<8} {'':<5} {'':6}  gateway event loop: {s['gateway_loop_ms_per_token']:.2f} ms CPU/token "
+                f"= {s['gateway_loop_cost_pct']:.1f}% of the model's time per token"
             )
     return "\n".join(lines)
 

@@ -6,9 +6,12 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+import httpx
 import pytest
 
 from gateway.fake_upstream import FakeUpstream, ServerThread
+from tests.support.doubles import FixedRouter
+from tests.support.shared_gateway import SharedPair, reset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -18,10 +21,37 @@ SHARED_DATA = REPO.parent / "shared" / "data" / "routing"
 
 
 @pytest.fixture
-def fake_upstream() -> Iterator[FakeUpstream]:
-    """A fresh scriptable upstream; ``fake_upstream.url`` is its base URL (without ``/v1``)."""
+def fake_upstream(request: pytest.FixtureRequest) -> Iterator[FakeUpstream]:
+    """A scriptable upstream; ``fake_upstream.url`` is its base URL (without ``/v1``).
+
+    In a module that defines a module-scoped ``pair`` fixture (see tests.support.shared_gateway) this is the
+    module's shared fake, reset for the test; elsewhere a fresh one.
+    """
+    if hasattr(request.module, "pair"):
+        yield reset(request.getfixturevalue("pair"))
+        return
     fake = FakeUpstream()
     with ServerThread(fake) as server:
         fake.url = server.url  # type: ignore[attr-defined]
         fake.port = server.port
         yield fake
+
+
+@pytest.fixture
+def gateway(request: pytest.FixtureRequest, fake_upstream: FakeUpstream) -> ServerThread:
+    """The module's shared gateway (modules with a ``pair`` fixture)."""
+    pair: SharedPair = request.getfixturevalue("pair")
+    return pair.gateway
+
+
+@pytest.fixture
+def router(request: pytest.FixtureRequest, fake_upstream: FakeUpstream) -> FixedRouter:
+    """The router double of the module's shared gateway (modules with a ``pair`` fixture)."""
+    pair: SharedPair = request.getfixturevalue("pair")
+    return pair.router
+
+
+@pytest.fixture
+def client(gateway: ServerThread) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway.url, timeout=10) as http:
+        yield http

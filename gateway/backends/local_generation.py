@@ -23,6 +23,7 @@ class SamplingParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False  # vLLM's extension: generate exactly max_new_tokens (benchmarks)
 
 
 @dataclass(slots=True)
@@ -139,7 +140,7 @@ def decode(
             token = pick_token(out.logits[0, -1], params, generator)
             result.completion_tokens += 1
             result.token_ids.append(token)
-            if token in eos_ids:
+            if token in eos_ids and not params.ignore_eos:
                 result.finish_reason = "stop"
                 break
             delta = text.add(token)

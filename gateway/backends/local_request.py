@@ -43,6 +43,13 @@ def _integer(body: ChatBody, key: str) -> int | None:
     return value
 
 
+def _flag(body: ChatBody, key: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidRequestError(f"{key} must be a boolean", param=key)
+    return value
+
+
 def _content(message: Any, index: int) -> dict[str, str]:
     if not isinstance(message, dict) or not isinstance(message.get("role"), str):
         raise InvalidRequestError(f"messages[{index}] must be an object with a role", param="messages")
@@ -116,6 +123,7 @@ def parse_request(body: ChatBody, settings: LocalBackend, stream: bool) -> Local
         top_p=_number(body, "top_p", settings.default_top_p, 0.0, 1.0),
         stop=_stop(body),
         seed=_integer(body, "seed"),
+        ignore_eos=_flag(body, "ignore_eos"),
     )
     return LocalRequest([_content(m, i) for i, m in enumerate(messages)], params, n)
 

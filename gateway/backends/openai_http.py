@@ -95,24 +95,22 @@ class OpenAIHTTPBackend:
         except httpx.HTTPError as exc:
             raise transport_error(exc, self.name) from exc
         if response.status_code >= 400:
-            try:
-                raw = await response.aread()
-            except httpx.HTTPError as exc:
-                raise transport_error(exc, self.name) from exc
-            finally:
-                await response.aclose()
+            raw = await self._read(response)
             headers = {k: response.headers[k] for k in PASSED_ERROR_HEADERS if k in response.headers}
             raise UpstreamStatusError(response.status_code, parse_error_body(raw, response.status_code), headers)
         return response
 
-    async def complete(self, body: ChatBody, client_headers: dict[str, str] | None = None) -> ChatObject:
-        response = await self._send(self._request(body, client_headers))
+    async def _read(self, response: httpx.Response) -> bytes:
+        """The whole body, with the connection released either way."""
         try:
-            raw = await response.aread()
+            return await response.aread()
         except httpx.HTTPError as exc:
             raise transport_error(exc, self.name) from exc
         finally:
             await response.aclose()
+
+    async def complete(self, body: ChatBody, client_headers: dict[str, str] | None = None) -> ChatObject:
+        raw = await self._read(await self._send(self._request(body, client_headers)))
         try:
             answer = orjson.loads(raw)
         except orjson.JSONDecodeError:

@@ -138,7 +138,9 @@ class TransformersBackend:
             future = asyncio.get_running_loop().run_in_executor(self._executor, work)
         except RuntimeError:  # the executor was shut down by aclose()
             self._release()
-            raise UpstreamError(f"local model {self.model} is shutting down", kind="not_ready", status=503) from None
+            raise UpstreamError(
+                f"local model {self.model} is shutting down", kind="not_ready", status=503
+            ) from None
         future.add_done_callback(self._release)
         return future
 

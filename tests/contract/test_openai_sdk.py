@@ -11,7 +11,7 @@ import pytest
 from gateway.fake_upstream import FakeUpstream, Reply, ServerThread
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import LARGE_MODEL, SMALL_MODEL, running_gateway, upstream_settings
-from tests.support.shared_gateway import SharedPair, reset, shared_pair
+from tests.support.shared_gateway import SharedPair, shared_pair
 
 AUTO = "tiergate-auto"
 MESSAGES: list[Any] = [{"role": "user", "content": "Say hello"}]
@@ -23,16 +23,6 @@ GATEWAY_KEY = "tg-contract-test-key"
 def pair() -> Iterator[SharedPair]:
     with shared_pair(FixedRouter(0.1, by_keyword={"prove": 0.9})) as shared:
         yield shared
-
-
-@pytest.fixture
-def fake_upstream(pair: SharedPair) -> FakeUpstream:
-    return reset(pair)
-
-
-@pytest.fixture
-def gateway(pair: SharedPair, fake_upstream: FakeUpstream) -> ServerThread:
-    return pair.gateway
 
 
 def sync_client(server: ServerThread, api_key: str = "unused") -> openai.OpenAI:

@@ -9,11 +9,11 @@ import httpx
 import orjson
 import pytest
 
-from gateway.fake_upstream import FakeUpstream, Reply, ServerThread, completion
+from gateway.fake_upstream import FakeUpstream, Reply, completion
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import running_gateway, upstream_settings
 from tests.support.openapi import OpenAPISchemas, schemas_or_skip, translate_nullable
-from tests.support.shared_gateway import SharedPair, reset, shared_pair
+from tests.support.shared_gateway import SharedPair, shared_pair
 
 CHAT = "/v1/chat/completions"
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -28,22 +28,6 @@ def openapi(pytestconfig: pytest.Config) -> OpenAPISchemas:
 def pair() -> Iterator[SharedPair]:
     with shared_pair(FixedRouter(0.1), server={"max_body_bytes": 4096}) as shared:
         yield shared
-
-
-@pytest.fixture
-def fake_upstream(pair: SharedPair) -> FakeUpstream:
-    return reset(pair)
-
-
-@pytest.fixture
-def gateway(pair: SharedPair, fake_upstream: FakeUpstream) -> ServerThread:
-    return pair.gateway
-
-
-@pytest.fixture
-def client(gateway: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=10) as http:
-        yield http
 
 
 def stream_payloads(text: str) -> list[Any]:

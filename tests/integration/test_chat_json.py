@@ -12,7 +12,7 @@ import pytest
 from gateway.fake_upstream import FakeUpstream, ServerThread
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import LARGE_MODEL, SMALL_MODEL, running_gateway, upstream_settings
-from tests.support.shared_gateway import SharedPair, reset, shared_pair
+from tests.support.shared_gateway import SharedPair, shared_pair
 
 CHAT = "/v1/chat/completions"
 AUTO = "tiergate-auto"
@@ -56,22 +56,6 @@ def user(text: str) -> list[dict[str, Any]]:
 def pair() -> Iterator[SharedPair]:
     with shared_pair(FixedRouter(0.1)) as shared:
         yield shared
-
-
-@pytest.fixture
-def fake_upstream(pair: SharedPair) -> FakeUpstream:
-    return reset(pair)
-
-
-@pytest.fixture
-def gateway(pair: SharedPair, fake_upstream: FakeUpstream) -> ServerThread:
-    return pair.gateway
-
-
-@pytest.fixture
-def client(gateway: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=10) as http:
-        yield http
 
 
 def test_json_answer_comes_from_the_routed_tier_with_usage(client: httpx.Client) -> None:

@@ -14,7 +14,7 @@ from gateway.accounting import RequestOutcome
 from gateway.fake_upstream import FakeUpstream, Reply, ServerThread, stream_events
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import LARGE_MODEL, SMALL_MODEL, running_gateway, upstream_settings
-from tests.support.shared_gateway import SharedPair, reset, shared_pair
+from tests.support.shared_gateway import SharedPair, shared_pair
 
 CHAT = "/v1/chat/completions"
 AUTO = "tiergate-auto"
@@ -52,22 +52,6 @@ def wait_until(condition: Any, timeout: float = 3.0) -> bool:
 def pair() -> Iterator[SharedPair]:
     with shared_pair(FixedRouter(0.9)) as shared:
         yield shared
-
-
-@pytest.fixture
-def fake_upstream(pair: SharedPair) -> FakeUpstream:
-    return reset(pair)
-
-
-@pytest.fixture
-def gateway(pair: SharedPair, fake_upstream: FakeUpstream) -> ServerThread:
-    return pair.gateway
-
-
-@pytest.fixture
-def client(gateway: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=10) as http:
-        yield http
 
 
 def test_stream_delivers_chunks_then_done_with_routing_headers(client: httpx.Client, fake_upstream: FakeUpstream) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from pathlib import Path
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -168,7 +168,9 @@ async def test_any_model_directory_loads_and_int8_quantises_its_linear_layers(tm
     )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(str(tmp_path))
-    tiny = TransformersBackend(LocalBackend(model="tiny", path=str(tmp_path), quantize="int8", max_new_tokens=4))
+    tiny = TransformersBackend(
+        LocalBackend(model="tiny", path=str(tmp_path), quantize="int8", max_new_tokens=4)
+    )
     await tiny.start()
     try:
         quantised = [m for m in tiny._model.modules() if "quantized" in type(m).__module__]

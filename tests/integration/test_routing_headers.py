@@ -7,10 +7,10 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from gateway.fake_upstream import FakeUpstream, Reply, ServerThread
+from gateway.fake_upstream import FakeUpstream, Reply
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import LARGE_MODEL, SMALL_MODEL, running_gateway, upstream_settings
-from tests.support.shared_gateway import SharedPair, reset, shared_pair
+from tests.support.shared_gateway import SharedPair, shared_pair
 
 CHAT = "/v1/chat/completions"
 AUTO = "tiergate-auto"
@@ -37,27 +37,6 @@ def ask(client: httpx.Client, model: str = AUTO, messages: list[dict[str, Any]] 
 def pair() -> Iterator[SharedPair]:
     with shared_pair(FixedRouter(0.1, by_keyword={"HARD": 0.8})) as shared:
         yield shared
-
-
-@pytest.fixture
-def fake_upstream(pair: SharedPair) -> FakeUpstream:
-    return reset(pair)
-
-
-@pytest.fixture
-def router(pair: SharedPair, fake_upstream: FakeUpstream) -> FixedRouter:
-    return pair.router
-
-
-@pytest.fixture
-def gateway(pair: SharedPair, fake_upstream: FakeUpstream) -> ServerThread:
-    return pair.gateway
-
-
-@pytest.fixture
-def client(gateway: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=10) as http:
-        yield http
 
 
 def test_easy_request_goes_small_with_all_decision_headers(client: httpx.Client, fake_upstream: FakeUpstream) -> None:
