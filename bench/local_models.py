@@ -19,17 +19,14 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-
-import httpx
-import yaml
 
 # libgomp's default spin-waiting between parallel regions collapses throughput (about 5x here) when the CPU
 # is shared with other processes; passive waiting costs little on an idle box. Must precede ``import torch``;
@@ -41,12 +38,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from gateway.backends.local_generation import SamplingParams, decode, make_generator
-from gateway.backends.transformers_local import TransformersBackend
-from gateway.settings import LocalBackend
+import torch  # noqa: E402
+
+from gateway.backends.local_generation import SamplingParams, decode, make_generator  # noqa: E402
+from gateway.backends.transformers_local import TransformersBackend  # noqa: E402
+from gateway.settings import LocalBackend  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from local_gateway import PROMPT, Gateway, rate, run_gateway  # noqa: E402
 
 MODELS = {"smollm2": "builtin:smollm2", "qwen": "builtin:qwen2.5-coder-0.5b"}
-PROMPT = [{"role": "user", "content": "Write a long, detailed story about a lighthouse keeper and a storm."}]
 
 
 def settings_for(model: str, precision: str, threads: int, max_tokens: int) -> LocalBackend:
@@ -58,10 +59,6 @@ def settings_for(model: str, precision: str, threads: int, max_tokens: int) -> L
         max_new_tokens=max_tokens,
         max_queue=4,
     )
-
-
-def rate(tokens: int, first: float, last: float) -> float:
-    return (tokens - 1) / (last - first) if tokens > 1 and last > first else float("nan")
 
 
 def run_model(backend: TransformersBackend, max_tokens: int) -> dict[str, float]:
@@ -100,113 +97,11 @@ async def run_backend(backend: TransformersBackend, max_tokens: int) -> dict[str
     return {"ttft_s": times[0] - start, "tok_s": rate(tokens, times[0], times[-1]), "tokens": tokens}
 
 
-def loop_cpu_s(pid: int | None) -> float:
-    """CPU time of a process's main thread (its event loop), from Linux schedstat; 0 where unavailable."""
-    try:
-        return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[0]) / 1e9
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-async def run_gateway(
-    client: httpx.AsyncClient, model: str, max_tokens: int, pid: int | None = None
-) -> dict[str, float]:
-    body = {
-        "model": model,
-        "messages": PROMPT,
-        "temperature": 0,
-        "max_tokens": max_tokens,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        "ignore_eos": True,
-    }
-    loop_before = loop_cpu_s(pid)
-    start = time.perf_counter()
-    times: list[float] = []
-    tokens = 0
-    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            event = json.loads(line[6:])
-            if event.get("choices") and (event["choices"][0].get("delta") or {}).get("content"):
-                times.append(time.perf_counter())
-            if event.get("usage"):
-                tokens = event["usage"]["completion_tokens"]
-    return {
-        "ttft_s": times[0] - start,
-        "tok_s": rate(tokens, times[0], times[-1]),
-        "tokens": tokens,
-        # What the gateway's event loop (HTTP, routing, accounting, SSE) spends per streamed token.
-        "loop_ms_per_token": 1000 * (loop_cpu_s(pid) - loop_before) / max(tokens, 1),
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Gateway:
-    """``tiergate serve`` in a subprocess with the small tier set to the model under test."""
-
-    def __init__(self, local: LocalBackend, workdir: Path) -> None:
-        self.port = free_port()
-        tier = local.model_dump(exclude_none=True)
-        config = {
-            "server": {"host": "127.0.0.1", "port": self.port},
-            # The large tier is never called (always-small); an HTTP backend does not load a second model.
-            "tiers": {
-                "small": tier,
-                "large": {"kind": "openai", "model": "unused", "base_url": "http://127.0.0.1:9/v1"},
-            },
-            "routing": {"router": "always-small"},
-        }
-        self.config = workdir / f"{local.model}.yaml"
-        self.config.write_text(yaml.safe_dump(config))
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def __aenter__(self) -> httpx.AsyncClient:
-        cmd = [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "serve",
-            "--config",
-            str(self.config),
-            "--log-level",
-            "warning",
-        ]
-        self.process = await asyncio.create_subprocess_exec(*cmd, cwd=REPO)
-        self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=600)
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            if self.process.returncode is not None:
-                raise RuntimeError(f"gateway exited with {self.process.returncode}")
-            try:
-                if (await self.client.get("/readyz")).status_code == 200:
-                    return self.client
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.5)
-        raise RuntimeError("gateway did not become ready")
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.client.aclose()
-        if self.process is not None:
-            self.process.terminate()
-            await asyncio.wait_for(self.process.wait(), 60)
-
-
 def median(rows: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
 
-async def bench_variant(
-    model: str, precision: str, args: argparse.Namespace, workdir: Path
-) -> dict[str, Any]:
+async def bench_variant(model: str, precision: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     settings = settings_for(model, precision, args.threads, args.max_tokens)
     backend = TransformersBackend(settings, name="bench")
     started = time.perf_counter()
@@ -214,6 +109,9 @@ async def bench_variant(
     load_s = time.perf_counter() - started
     await run_backend(backend, 4)  # warm-up: first-call allocations and kernel selection
     results: dict[str, list[dict[str, float]]] = {"raw": [], "backend": []}
+    # The bare loop gets a thread configured like the backend's workers (OpenMP threads are per thread).
+    raw_thread = ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(args.threads,))
+    loop = asyncio.get_running_loop()
     gateway = Gateway(settings, workdir) if args.gateway else None
     client = await gateway.__aenter__() if gateway is not None else None
     try:
@@ -225,7 +123,7 @@ async def bench_variant(
             # Rotate which path goes first, so load drifting during a round does not favour one path.
             for path in order[round_ % len(order) :] + order[: round_ % len(order)]:
                 if path == "raw":
-                    row = await asyncio.to_thread(run_model, backend, args.max_tokens)
+                    row = await loop.run_in_executor(raw_thread, run_model, backend, args.max_tokens)
                 elif path == "backend":
                     row = await run_backend(backend, args.max_tokens)
                 else:
@@ -237,6 +135,7 @@ async def bench_variant(
         if gateway is not None:
             await gateway.__aexit__()
         await backend.aclose()
+        raw_thread.shutdown()
     summary: dict[str, Any] = {
         "model": model,
         "precision": precision,
@@ -253,7 +152,7 @@ async def bench_variant(
     if "gateway" in summary:
         summary["gateway_cost_pct"] = 100 * (1 - summary["gateway"]["tok_s"] / summary["raw"]["tok_s"])
         # Same-round ratios cancel the machine's slow drifts better than a ratio of medians.
-        paired = [g["tok_s"] / r["tok_s"] for g, r in zip(results["gateway"], results["raw"])]
+        paired = [g["tok_s"] / r["tok_s"] for g, r in zip(results["gateway"], results["raw"], strict=True)]
         summary["gateway_cost_pct_paired"] = 100 * (1 - statistics.median(paired))
         loop_ms = median(results["gateway"], "loop_ms_per_token")
         summary["gateway_loop_ms_per_token"] = loop_ms
@@ -296,9 +195,7 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--precisions", nargs="+", choices=["fp32", "int8"], default=["fp32", "int8"])
     parser.add_argument("--threads", type=int, default=2)

@@ -94,6 +94,9 @@ def build_api() -> APIRouter:
             if state.settings.request_log.include_prompts:  # the text the router scored, for re-training
                 outcome.prompt_text = routing_text(
                     body["messages"], include_system=state.settings.routing.include_system_prompt)
+            if not state.loaded:
+                raise GatewayError("the gateway is still loading its models; retry shortly", status=503,
+                                   code="model_loading", headers={"retry-after": "5"})
             await state.admit(request, body, outcome)
             decision = await state.service.decide(body, headers, outcome)
             if chat.stream:

@@ -17,6 +17,7 @@ from gateway.accounting import Accountant, OutcomeSink
 from gateway.api import build_api, error_response
 from gateway.backends.base import Backend
 from gateway.backends.factory import build_backend
+from gateway.backends.requirements import check_backend_requirements
 from gateway.errors import GatewayError, InvalidRequestError
 from gateway.guard import GuardMiddleware
 from gateway.observability import Observability, share_controller
@@ -37,6 +38,11 @@ def default_router(settings: Settings) -> Router:
     return build_router(routing.router, seed=routing.seed, **routing.classifier.model_dump())
 
 
+def _log_load_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("loading the router or a backend failed; /readyz stays 503", exc_info=task.exception())
+
+
 def create_app(
     settings: Settings,
     *,
@@ -46,22 +52,39 @@ def create_app(
 ) -> FastAPI:
     """Build the app. ``router``, ``backends`` and ``sinks`` can be injected (tests); else built from settings."""
     chosen_router = router or default_router(settings)
+    if backends is None:
+        check_backend_requirements(settings)  # a missing key or model directory stops the start, named
     chosen_backends = backends or {tier: build_backend(tier, cfg) for tier, cfg in settings.tiers.items()}
     service = ChatService(settings, chosen_backends, chosen_router, share_controller(settings))
     state = GatewayState(settings, chosen_backends, chosen_router, service, Accountant(sinks))
     observability = Observability(state)  # prices, the metrics sink, the request log; GET /metrics
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await asyncio.gather(chosen_router.start(), *(b.start() for b in chosen_backends.values()))
+    async def load() -> None:
+        # One at a time, classifier first: torch models loaded concurrently in threads can corrupt each other.
+        await chosen_router.start()
+        for backend in chosen_backends.values():
+            await backend.start()
+        state.loaded = True
         log.info("tiergate ready: router=%s tiers=%s", chosen_router.name,
                  {tier: b.model for tier, b in chosen_backends.items()})
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading: asyncio.Task[None] | None = None
+        if settings.server.load_before_serving:
+            await load()
+        else:  # serve /healthz and a 503 /readyz while the models load
+            loading = asyncio.create_task(load())
+            loading.add_done_callback(_log_load_failure)
         observability.start()
         try:
             yield
         finally:
             # The server has stopped accepting and waited for open connections; refuse stragglers and
             # give in-flight streams what is left of the grace period before closing what they use.
+            if loading is not None and not loading.done():
+                loading.cancel()
+                await asyncio.gather(loading, return_exceptions=True)
             assert state.guard is not None
             await state.guard.drain(settings.server.shutdown_grace_s)
             observability.close()

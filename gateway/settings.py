@@ -106,6 +106,9 @@ class ServerSettings(Strict):
     port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     shutdown_grace_s: float = Field(30.0, ge=0)
+    # False: accept connections at once (/healthz 200, /readyz and chat 503) while models load in the
+    # background. True: the lifespan waits for the models before the server accepts anything.
+    load_before_serving: bool = False
 
 
 class ApiKeySettings(Strict):

@@ -30,6 +30,7 @@ class GatewayState:
     started_at: float = field(default_factory=time.time)
     extras: dict[str, Any] = field(default_factory=dict)
     guard: Guard | None = None  # auth, limits, draining; built from settings when not given
+    loaded: bool = False  # the router and every backend have started
 
     def __post_init__(self) -> None:
         if self.guard is None:
@@ -56,7 +57,7 @@ class GatewayState:
         return headers
 
     def readiness(self) -> dict[str, bool]:
-        checks = {"router": self.router.ready()}
+        checks = {"loaded": self.loaded, "router": self.router.ready()}
         if self.guard is not None and self.guard.draining:
             checks["accepting"] = False  # shutting down: load balancers should stop sending
         checks.update({f"backend:{tier}": backend.ready() for tier, backend in self.backends.items()})

@@ -63,5 +63,5 @@ EASY_CHAT: tuple[str, ...] = (
 
 
 def anchor_examples() -> list[Example]:
-    """The anchors as training examples: both tiers score 1.0, group ``anchor``."""
-    return [Example(text, 1.0, 1.0, "anchor", f"anchor:{i}") for i, text in enumerate(EASY_CHAT)]
+    """The anchors as training examples: both tiers score 1.0, explicit label 0 under every definition."""
+    return [Example(text, 1.0, 1.0, "anchor", f"anchor:{i}", label=0.0) for i, text in enumerate(EASY_CHAT)]

@@ -77,6 +77,12 @@ class BatchingRouter:
     def ready(self) -> bool:
         return self._scorer is not None and not self._closed
 
+    @property
+    def recommended_threshold(self) -> float | None:
+        """The checkpoint's recommended threshold (``metadata.json``), once started; None if it has none."""
+        value = getattr(self._scorer, "recommended_threshold", None)
+        return float(value) if isinstance(value, int | float) else None
+
     def queue_depth(self) -> int:
         return self._queue.qsize()
 

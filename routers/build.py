@@ -41,6 +41,7 @@ def train_checkpoint(
     quantize: bool = False,
     limit: int | None = None,
     anchors: bool = True,
+    anchor_repeats: int = 8,
     threads: int = 2,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -52,9 +53,7 @@ def train_checkpoint(
     dev = select(examples, "dev", config.seed)[: limit and max(20, limit // 4)] if split == "train" else []
     if not train:
         raise ValueError(f"split {split!r} of {data} is empty")
-    log(
-        f"training on {len(train)} examples (+{len(anchor_examples()) if anchors else 0} anchors), dev {len(dev)}"
-    )
+    log(f"training on {len(train)} examples (+{len(anchor_examples()) if anchors else 0} anchors), dev {len(dev)}")
     base_dir = resolve_base(base)
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     seed_everything(config.seed)
@@ -63,13 +62,15 @@ def train_checkpoint(
     train_batches = cache_batches(model, tokenizer, train, config, frozen, "frozen layers (train)")
     if anchors:  # batched apart from the data, so the data batches do not depend on the anchor set
         extra = anchor_examples()
-        train_batches += cache_batches(model, tokenizer, extra, config, frozen, "frozen layers (anchors)")
+        anchor_batches = cache_batches(model, tokenizer, extra, config, frozen, "frozen layers (anchors)")
+        train_batches += anchor_batches * anchor_repeats  # upsampled: a few dozen rows among thousands
         train = [*train, *extra]
     dev_batches = cache_batches(model, tokenizer, dev, config, frozen, "frozen layers (dev)") if dev else []
     result = fit(model, frozen, train_batches, config, (dev, dev_batches) if dev else None, log)
     result["train_seconds"] = round(time.perf_counter() - started, 1)
     meta = checkpoint_metadata(data, config, split, base, frozen, len(train), result, quantize)
     meta["data"]["anchor_examples"] = len(anchor_examples()) if anchors else 0
+    meta["data"]["anchor_repeats"] = anchor_repeats if anchors else 0
     meta["data"]["positive_rate"] = round(sum(label_of(e, config.label) for e in train) / len(train), 4)
     finish_checkpoint(model, tokenizer, out, meta, frozen, dev, dev_batches, delta)
     log(f"wrote {out} in {time.perf_counter() - started:.0f} s")
@@ -129,9 +130,7 @@ def finish_checkpoint(
     meta["data"]["dev_examples"] = len(dev)
     if dev:
         scores = predict(model, frozen, dev_batches, len(dev))
-        meta["metrics"]["dev"] = summary(
-            curve("router", scores, [e.small for e in dev], [e.large for e in dev])
-        )
+        meta["metrics"]["dev"] = summary(curve("router", scores, [e.small for e in dev], [e.large for e in dev]))
         meta["calibration"] = {"source": "dev split scores", "table": calibration_table(scores)}
         meta["threshold"], share = recommended_threshold(dev, scores)
         meta["calibration"]["recommended_large_share"] = share

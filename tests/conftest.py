@@ -13,6 +13,7 @@ from gateway.fake_upstream import FakeUpstream, ServerThread
 from tests.support.doubles import FixedRouter
 from tests.support.shared_gateway import SharedPair, reset
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see gateway.cli.main
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

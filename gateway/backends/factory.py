@@ -14,4 +14,4 @@ def build_backend(name: str, settings: OpenAIBackend | LocalBackend) -> Backend:
     # Imported here: torch and transformers load only when a local tier is configured.
     from gateway.backends.transformers_local import TransformersBackend
 
-    return TransformersBackend(settings)
+    return TransformersBackend(settings, name=name)

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,10 @@ BUILTIN_PREFIX = "builtin:"
 # Bump when the conversion's output format changes, so stale caches are not reused.
 CONVERSION_VERSION = 1
 _CHUNK = 8 * 1024 * 1024
+# transformers' from_pretrained flips process-wide switches (weight initialisation, default dtype) while it
+# builds a model; two loads overlapping in threads can leave a model's non-persistent buffers (rotary
+# frequencies) uninitialised and make it emit garbage. Every load in this process takes this lock.
+LOAD_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +78,7 @@ def package_dir(module: str, install: str) -> Path:
     spec = importlib.util.find_spec(module)
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     if not locations:
-        raise ConfigError(
-            f"the embedded model needs the Python package {module!r}; install it with: {install}"
-        )
+        raise ConfigError(f"the embedded model needs the Python package {module!r}; install it with: {install}")
     return Path(locations[0])
 
 
@@ -99,9 +102,7 @@ def concatenate_parts(parts: list[Path], target: Path, *, sha256: str | None, si
         return target
     total = sum(p.stat().st_size for p in parts)
     if size is not None and total != size:
-        raise ConfigError(
-            f"model parts add up to {total} bytes, expected {size}: reinstall the part packages"
-        )
+        raise ConfigError(f"model parts add up to {total} bytes, expected {size}: reinstall the part packages")
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
@@ -135,9 +136,7 @@ def builtin_gguf(builtin: Builtin, root: Path) -> Path:
     if len(dirs) == 1:
         return _existing(dirs[0] / builtin.gguf_name, builtin.install)
     parts = [_existing(d / "data" / f"part{i:02d}.bin", builtin.install) for i, d in enumerate(dirs, start=1)]
-    return concatenate_parts(
-        parts, root / "gguf" / builtin.gguf_name, sha256=builtin.sha256, size=builtin.size
-    )
+    return concatenate_parts(parts, root / "gguf" / builtin.gguf_name, sha256=builtin.sha256, size=builtin.size)
 
 
 def _publish(tmp: Path, target: Path) -> None:
@@ -162,9 +161,10 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
     """
     if (target / "config.json").is_file():
         return target
-    import torch
-    from safetensors.torch import save_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    with LOAD_LOCK:  # transformers' lazy module is not safe to import from two threads at once
+        import torch
+        from safetensors.torch import save_model
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -172,10 +172,11 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
     loaded: dict[str, object] = {}
 
     def load() -> None:
-        loaded["model"] = AutoModelForCausalLM.from_pretrained(
-            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-        )
-        loaded["tokenizer"] = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        with LOAD_LOCK:
+            loaded["model"] = AutoModelForCausalLM.from_pretrained(
+                str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+            )
+            loaded["tokenizer"] = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
 
     def save() -> None:
         model = loaded["model"]
@@ -241,9 +242,7 @@ def resolve_model_dir(path: str, gguf_file: str | None = None, cache_dir: str | 
         location = location / gguf_file
     if location.suffix == ".gguf":
         if not location.is_file():
-            raise ConfigError(
-                f"GGUF file not found: {location} (set the backend's path/gguf_file to an existing file)"
-            )
+            raise ConfigError(f"GGUF file not found: {location} (set the backend's path/gguf_file to an existing file)")
         return convert_gguf(location, cache_root(cache_dir) / "gguf-converted" / _gguf_cache_name(location))
     if not (location / "config.json").is_file():
         raise ConfigError(

@@ -58,11 +58,7 @@ def _content(message: Any, index: int) -> dict[str, str]:
         # Text parts only: a local text model has nothing to do with images or audio.
         texts = []
         for part in content:
-            if (
-                not isinstance(part, dict)
-                or part.get("type") != "text"
-                or not isinstance(part.get("text"), str)
-            ):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
                 raise InvalidRequestError(
                     f"messages[{index}].content: only text parts are supported by this model",
                     param="messages",
@@ -72,9 +68,7 @@ def _content(message: Any, index: int) -> dict[str, str]:
     if content is None:
         content = ""
     if not isinstance(content, str):
-        raise InvalidRequestError(
-            f"messages[{index}].content must be a string or text parts", param="messages"
-        )
+        raise InvalidRequestError(f"messages[{index}].content must be a string or text parts", param="messages")
     return {"role": message["role"], "content": content}
 
 
@@ -83,14 +77,8 @@ def _stop(body: ChatBody) -> tuple[str, ...]:
     if stop is None:
         return ()
     items = [stop] if isinstance(stop, str) else stop
-    if (
-        not isinstance(items, list)
-        or len(items) > MAX_STOP
-        or not all(isinstance(s, str) and s for s in items)
-    ):
-        raise InvalidRequestError(
-            f"stop must be a non-empty string or a list of up to {MAX_STOP}", param="stop"
-        )
+    if not isinstance(items, list) or len(items) > MAX_STOP or not all(isinstance(s, str) and s for s in items):
+        raise InvalidRequestError(f"stop must be a non-empty string or a list of up to {MAX_STOP}", param="stop")
     return tuple(items)
 
 
@@ -101,9 +89,7 @@ def parse_request(body: ChatBody, settings: LocalBackend, stream: bool) -> Local
         raise InvalidRequestError("messages must be a non-empty list", param="messages")
     for key in UNSUPPORTED:
         if body.get(key):
-            raise InvalidRequestError(
-                f"{key} is not supported by the local model {settings.model}", param=key
-            )
+            raise InvalidRequestError(f"{key} is not supported by the local model {settings.model}", param=key)
     max_tokens = _integer(body, "max_completion_tokens")
     param = "max_completion_tokens"
     if max_tokens is None:
@@ -145,9 +131,7 @@ class Shaper:
         self.created = int(time.time())
         self.model = model
 
-    def completion(
-        self, choices: list[tuple[str, str]], prompt_tokens: int, completion_tokens: int
-    ) -> ChatObject:
+    def completion(self, choices: list[tuple[str, str]], prompt_tokens: int, completion_tokens: int) -> ChatObject:
         return {
             "id": self.id,
             "object": "chat.completion",

@@ -13,7 +13,7 @@ from jinja2 import TemplateError
 
 from gateway.backends.base import ChatBody, ChatObject
 from gateway.backends.local_generation import Generation, decode, make_generator
-from gateway.backends.local_models import resolve_model_dir
+from gateway.backends.local_models import LOAD_LOCK, resolve_model_dir
 from gateway.backends.local_request import LocalRequest, Shaper, parse_request, too_long
 from gateway.errors import BackendOverloadedError, GatewayError, InvalidRequestError, UpstreamError
 from gateway.settings import LocalBackend
@@ -51,13 +51,16 @@ class TransformersBackend:
 
     def _load(self) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if self.settings.threads is not None:
             torch.set_num_threads(self.settings.threads)
         directory = resolve_model_dir(self.settings.path, self.settings.gguf_file, self.settings.cache_dir)
-        self._tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        model: Any = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
+        with LOAD_LOCK:
+            # Inside the lock too: transformers' lazy module is not safe to import from two threads at once.
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(str(directory))
+            model: Any = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
         model.eval()
         if self.settings.quantize == "int8":
             with warnings.catch_warnings():
@@ -101,7 +104,7 @@ class TransformersBackend:
         except (TemplateError, ValueError) as exc:  # roles or orderings the template does not allow
             raise InvalidRequestError(
                 f"messages do not fit this model's chat template: {exc}", param="messages"
-            )
+            ) from exc
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _prepare(self, body: ChatBody, stream: bool) -> tuple[LocalRequest, list[int]]:
@@ -138,9 +141,7 @@ class TransformersBackend:
             future = asyncio.get_running_loop().run_in_executor(self._executor, work)
         except RuntimeError:  # the executor was shut down by aclose()
             self._release()
-            raise UpstreamError(
-                f"local model {self.model} is shutting down", kind="not_ready", status=503
-            ) from None
+            raise UpstreamError(f"local model {self.model} is shutting down", kind="not_ready", status=503) from None
         future.add_done_callback(self._release)
         return future
 
@@ -176,9 +177,7 @@ class TransformersBackend:
         choices = [(r.text, r.finish_reason) for r in results]
         return Shaper(self.model).completion(choices, len(ids), sum(r.completion_tokens for r in results))
 
-    async def stream(
-        self, body: ChatBody, client_headers: dict[str, str] | None = None
-    ) -> AsyncIterator[ChatObject]:
+    async def stream(self, body: ChatBody, client_headers: dict[str, str] | None = None) -> AsyncIterator[ChatObject]:
         request, ids = self._prepare(body, stream=True)
         await self._acquire()
         loop = asyncio.get_running_loop()

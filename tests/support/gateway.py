@@ -24,7 +24,9 @@ def upstream_settings(upstream_url: str, **sections: Any) -> Settings:
     }
     for tier, extra in sections.pop("tier_overrides", {}).items():
         tiers[tier].update(extra)
-    return Settings(tiers=tiers, **sections)
+    # Tests talk to the gateway as soon as it accepts connections: load (instant doubles) before serving.
+    server = {"load_before_serving": True, **sections.pop("server", {})}
+    return Settings(tiers=tiers, server=server, **sections)
 
 
 @contextlib.contextmanager

@@ -83,21 +83,13 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 def test_parse_request_clamps_max_tokens_and_prefers_max_completion_tokens() -> None:
-    assert (
-        parse_request({"messages": MESSAGES, "max_tokens": 1000}, SETTINGS, False).params.max_new_tokens == 64
-    )
-    request = parse_request(
-        {"messages": MESSAGES, "max_tokens": 9, "max_completion_tokens": 5}, SETTINGS, False
-    )
+    assert parse_request({"messages": MESSAGES, "max_tokens": 1000}, SETTINGS, False).params.max_new_tokens == 64
+    request = parse_request({"messages": MESSAGES, "max_tokens": 9, "max_completion_tokens": 5}, SETTINGS, False)
     assert request.params.max_new_tokens == 5
 
 
 def test_parse_request_flattens_text_parts() -> None:
-    body = {
-        "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}
-        ]
-    }
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]}
     assert parse_request(body, SETTINGS, False).messages == [{"role": "user", "content": "ab"}]
 
 
@@ -179,9 +171,7 @@ def test_cache_root_prefers_setting_then_environment(monkeypatch: pytest.MonkeyP
     assert local_models.cache_root(str(tmp_path / "set")) == tmp_path / "set"
 
 
-def test_requirements_name_the_missing_key_and_directory(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_requirements_name_the_missing_key_and_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     settings = Settings(
         tiers={
@@ -192,9 +182,7 @@ def test_requirements_name_the_missing_key_and_directory(
     with pytest.raises(ConfigError) as info:
         check_backend_requirements(settings)
     message = str(info.value)
-    assert (
-        "OPENAI_API_KEY" in message and "tiers.small" in message and "TIERGATE_TIERS__SMALL__PATH" in message
-    )
+    assert "OPENAI_API_KEY" in message and "tiers.small" in message and "TIERGATE_TIERS__SMALL__PATH" in message
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     (tmp_path / "phi").mkdir()
     (tmp_path / "phi" / "config.json").write_text("{}")
