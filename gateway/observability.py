@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from gateway.metrics import GatewayMetrics, metrics_api
 from gateway.pricing import PriceTable
 from gateway.request_log import RequestLog
+from gateway.service import DEFAULT_THRESHOLD
 from gateway.settings import Settings
 from gateway.state import GatewayState
 
@@ -53,10 +54,7 @@ def share_controller(settings: Settings) -> Any | None:
     routing = settings.routing
     if routing.target_large_share is None:
         return None
-    try:
-        from routers.threshold import ShareController
-    except ImportError:
-        log.warning("routing.target_large_share is set but routers.threshold is missing: the threshold stays fixed")
-        return None
-    return ShareController(target=routing.target_large_share, window=routing.share_window,
-                           initial_threshold=routing.threshold)
+    from routers.threshold import ShareController
+
+    initial = routing.threshold if routing.threshold is not None else DEFAULT_THRESHOLD
+    return ShareController(target=routing.target_large_share, window=routing.share_window, initial_threshold=initial)

@@ -17,6 +17,7 @@ from routers.errors import ClassifierOverloadedError
 from routers.features import routing_text
 
 THRESHOLD_HEADER = "x-tiergate-threshold"
+DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,13 @@ def parse_threshold(value: str, param: str) -> float:
     if not 0.0 <= threshold <= 1.0:
         raise InvalidRequestError(f"threshold must be a number between 0 and 1, got {value!r}", param=param)
     return threshold
+
+
+def configured_threshold(router: Router) -> float:
+    """The router's own recommended threshold (a trained checkpoint's calibration), else 0.5."""
+    recommended = getattr(router, "recommended_threshold", None)
+    value = recommended() if callable(recommended) else None
+    return float(value) if value is not None else DEFAULT_THRESHOLD
 
 
 class ModelTable:
@@ -74,7 +82,9 @@ class ChatService:
     def base_threshold(self) -> float:
         if self.share_controller is not None:
             return float(self.share_controller.threshold())
-        return self.routing.threshold
+        if self.routing.threshold is not None:
+            return self.routing.threshold
+        return configured_threshold(self.router)
 
     async def decide(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome) -> RouteDecision:
         target = self.models.resolve(body["model"])

@@ -91,7 +91,8 @@ class ClassifierSettings(Strict):
 
 class RoutingSettings(Strict):
     router: Literal["classifier", "random", "always-small", "always-large"] = "classifier"
-    threshold: float = Field(0.5, ge=0, le=1)
+    # None: the threshold the classifier checkpoint recommends (its metadata), or 0.5 for the baseline routers.
+    threshold: float | None = Field(None, ge=0, le=1)
     aliases: list[str] = ["tiergate-auto"]
     fail_safe_tier: Tier = "large"
     include_system_prompt: bool = False

@@ -35,7 +35,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_valid_yaml_loads_with_defaults(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, BASE))
     assert settings.routing.router == "always-small"
-    assert settings.routing.threshold == 0.5
+    assert settings.routing.threshold is None  # the classifier checkpoint's recommended threshold applies
     small = settings.tiers["small"]
     assert isinstance(small, OpenAIBackend) and small.model == "gpt-4o-mini"
 
