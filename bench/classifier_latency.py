@@ -84,7 +84,8 @@ async def run(router: BatchingRouter, prompts: Sequence[str], concurrency: int) 
 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
-    scorer = EncoderScorer.load(args.model, max_length=args.max_length, threads=args.threads)
+    quantize = {"auto": None, "int8": True, "none": False}[args.quantize]
+    scorer = EncoderScorer.load(args.model, max_length=args.max_length, threads=args.threads, quantize=quantize)
     router = BatchingRouter(
         lambda: scorer,
         max_batch=args.max_batch,
@@ -117,6 +118,7 @@ def main() -> None:
     parser.add_argument("--model", default="builtin")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=0, help="token cap (default: the checkpoint's)")
+    parser.add_argument("--quantize", choices=("auto", "int8", "none"), default="auto", help="auto: the checkpoint's")
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--batch-wait-ms", type=float, default=2.0)
     parser.add_argument("--tokens", type=int, nargs="+", default=[30, 128, 512])

@@ -99,9 +99,7 @@ class BatchingRouter:
         try:
             self._queue.put_nowait(_Job(text, future, loop))
         except queue.Full:
-            raise ClassifierOverloadedError(
-                f"router {self.name!r} queue is full ({self._queue.maxsize})"
-            ) from None
+            raise ClassifierOverloadedError(f"router {self.name!r} queue is full ({self._queue.maxsize})") from None
         score = await future
         if self._cache_size:
             self._cache[text] = score
@@ -125,9 +123,7 @@ class BatchingRouter:
         try:
             self._scorer = self._load()
         except Exception as exc:  # noqa: BLE001 - any load failure is reported to start()
-            error = (
-                exc if isinstance(exc, ClassifierError) else ClassifierError(f"cannot load classifier: {exc}")
-            )
+            error = exc if isinstance(exc, ClassifierError) else ClassifierError(f"cannot load classifier: {exc}")
             loop.call_soon_threadsafe(_resolve, loaded, None, error)
             return
         loop.call_soon_threadsafe(_resolve, loaded, 0.0, None)

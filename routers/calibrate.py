@@ -33,9 +33,7 @@ def read_texts(path: str | Path) -> list[str]:
     return texts
 
 
-def score_texts(
-    scorer: Scorer, texts: Sequence[str], batch_size: int = 32, progress: bool = True
-) -> list[float]:
+def score_texts(scorer: Scorer, texts: Sequence[str], batch_size: int = 32, progress: bool = True) -> list[float]:
     """Scores in input order, batched as the gateway's micro-batcher would."""
     scores: list[float] = []
     for start in tqdm(range(0, len(texts), batch_size), desc="scoring", disable=not progress):
@@ -43,9 +41,7 @@ def score_texts(
     return scores
 
 
-def calibration_table(
-    scores: Sequence[float], shares: Sequence[float] = TABLE_SHARES
-) -> list[dict[str, float]]:
+def calibration_table(scores: Sequence[float], shares: Sequence[float] = TABLE_SHARES) -> list[dict[str, float]]:
     """Threshold for each large share, for metadata and for operators."""
     return [{"large_share": s, "threshold": round(threshold_for_share(scores, s), 6)} for s in shares]
 

@@ -109,9 +109,7 @@ def load_checkpoint(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase
     try:
         if meta.get("format") == "delta":
             model = _load_delta(directory, meta)
-            tokenizer_dir = (
-                directory if (directory / "tokenizer.json").exists() else resolve_base(meta["base"])
-            )
+            tokenizer_dir = directory if (directory / "tokenizer.json").exists() else resolve_base(meta["base"])
         else:
             with quiet_transformers():
                 model, info = AutoModelForSequenceClassification.from_pretrained(

@@ -213,7 +213,7 @@ def select(examples: Sequence[Example], split: SplitName, seed: int = 0) -> list
     """The examples of one split (``all`` = every example)."""
     if split == "all":
         return list(examples)
-    return [e for e, s in zip(examples, assign_split(examples, seed)) if s == split]
+    return [e for e, s in zip(examples, assign_split(examples, seed), strict=True) if s == split]
 
 
 def shuffled(examples: Sequence[Example], seed: int) -> list[Example]:

@@ -43,7 +43,7 @@ def _expected_gains(scores: FloatArray, gains: FloatArray) -> FloatArray:
     ends = np.concatenate([starts[1:], [n]])
     result = np.empty(n + 1)
     result[0] = 0.0
-    for start, end in zip(starts, ends):
+    for start, end in zip(starts, ends, strict=True):
         group = cumulative[end] - cumulative[start]
         taken = np.arange(1, end - start + 1)
         result[start + 1 : end + 1] = cumulative[start] + group * taken / (end - start)
@@ -97,7 +97,7 @@ def plot(groups: Mapping[str, Sequence[Curve]], out: Path) -> None:
     figure = Figure(figsize=(5.5 * len(groups), 4.5))
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(groups), squeeze=False)[0]
-    for ax, (title, curves) in zip(axes, groups.items()):
+    for ax, (title, curves) in zip(axes, groups.items(), strict=True):
         for c in curves:
             style = "--" if c.name in ("random", "oracle") else "-"
             ax.plot(100 * c.shares, c.quality, style, label=f"{c.name} (APGR {c.apgr:.3f})")

@@ -48,7 +48,7 @@ def score_sorted(scorer: EncoderScorer, texts: Sequence[str], progress: bool) ->
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     scored = score_texts(scorer, [texts[i] for i in order], progress=progress)
     scores = [0.0] * len(texts)
-    for i, s in zip(order, scored):
+    for i, s in zip(order, scored, strict=True):
         scores[i] = s
     return scores
 

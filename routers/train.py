@@ -105,9 +105,7 @@ def cache_batches(
     """Run the frozen bottom once, in length-sorted batches (little padding), and keep its output."""
     lengths = [
         len(ids)
-        for ids in tokenizer([e.text for e in examples], truncation=True, max_length=config.max_length)[
-            "input_ids"
-        ]
+        for ids in tokenizer([e.text for e in examples], truncation=True, max_length=config.max_length)["input_ids"]
     ]
     order = sorted(range(len(examples)), key=lambda i: lengths[i])
     layers = encoder_layers(model)[:frozen]
@@ -143,7 +141,8 @@ def predict(model: PreTrainedModel, frozen: int, batches: Sequence[Batch], n: in
     scores = [0.0] * n
     with torch.inference_mode():
         for batch in batches:
-            for i, p in zip(batch.index.tolist(), torch.sigmoid(forward_top(model, frozen, batch)).tolist()):
+            probs = torch.sigmoid(forward_top(model, frozen, batch)).tolist()
+            for i, p in zip(batch.index.tolist(), probs, strict=True):
                 scores[i] = p
     return scores
 

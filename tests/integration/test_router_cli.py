@@ -21,9 +21,7 @@ def _user_data(path: Path, n: int = 120) -> Path:
     lines = []
     for i in range(n):
         hard = i % 3 == 0
-        words = rng.choices(WORDS, k=rng.randint(3, 12)) + (
-            ["prove", "theorem", "integral"] if hard else ["hi"]
-        )
+        words = rng.choices(WORDS, k=rng.randint(3, 12)) + (["prove", "theorem", "integral"] if hard else ["hi"])
         row = {"prompt": " ".join(words), "small_score": 2 if hard else 9, "large_score": 9}
         lines.append(
             json.dumps(row)
@@ -35,9 +33,7 @@ def _user_data(path: Path, n: int = 120) -> Path:
 
 
 @pytest.mark.slow
-def test_train_score_evaluate_calibrate_round_trip(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_train_score_evaluate_calibrate_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = build_tiny_encoder(tmp_path / "base")
     data = _user_data(tmp_path / "mine.jsonl")
     ckpt = tmp_path / "ckpt"
@@ -76,10 +72,7 @@ def test_train_score_evaluate_calibrate_round_trip(
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "hi"}\n{"messages": [{"role": "user", "content": "prove theorem"}]}\n')
     out = tmp_path / "scores.jsonl"
-    assert (
-        main(["score", "--in", str(prompts), "--out", str(out), "--model", str(ckpt), "--threshold", "0.5"])
-        == 0
-    )
+    assert main(["score", "--in", str(prompts), "--out", str(out), "--model", str(ckpt), "--threshold", "0.5"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["index"] for r in rows] == [0, 1] and all(r["tier"] in ("small", "large") for r in rows)
     direct = EncoderScorer.load(str(ckpt)).score_batch(["hi", "prove theorem"])
@@ -136,9 +129,7 @@ def test_delta_checkpoint_without_weights_fails_loudly(tmp_path: Path) -> None:
 
 @pytest.mark.data
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared routing data not found at {SHARED}")
-def test_evaluate_reads_the_shared_held_out_arena_split(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_evaluate_reads_the_shared_held_out_arena_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = build_tiny_encoder(tmp_path / "base")
     assert (
         main(

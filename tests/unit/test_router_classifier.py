@@ -36,9 +36,7 @@ def test_two_class_heads_score_the_last_class() -> None:
 
 
 def test_directory_without_a_trained_head_is_refused(tmp_path: Path, tiny: Path) -> None:
-    config = BertConfig(
-        vocab_size=80, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
-    )
+    config = BertConfig(vocab_size=80, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     BertModel(config).save_pretrained(str(tmp_path / "bare"))
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
         (tmp_path / "bare" / name).write_bytes((tiny / name).read_bytes())
@@ -55,15 +53,13 @@ def test_delta_checkpoint_round_trips_the_trained_tensors_only(tmp_path: Path, t
     model, tokenizer, _ = load_checkpoint(str(tiny))
     freeze_lower(model, trainable_layers=1)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.05)
     names = trainable_names(model)
     assert any(n.startswith("classifier.") for n in names) and not any("embeddings" in n for n in names)
     out = tmp_path / "delta"
-    save_checkpoint(
-        model, tokenizer, out, {"base": str(tiny), "num_labels": 1, "max_length": 16}, delta_names=names
-    )
+    save_checkpoint(model, tokenizer, out, {"base": str(tiny), "num_labels": 1, "max_length": 16}, delta_names=names)
     assert json.loads((out / "metadata.json").read_text())["format"] == "delta"
     texts = ["hello", "prove the theorem"]
     expected = EncoderScorer(model, tokenizer, max_length=16).score_batch(texts)
