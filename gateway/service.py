@@ -40,9 +40,10 @@ def parse_threshold(value: str, param: str) -> float:
 
 def configured_threshold(router: Router) -> float:
     """The router's own recommended threshold (a trained checkpoint's calibration), else 0.5."""
-    recommended = getattr(router, "recommended_threshold", None)
-    value = recommended() if callable(recommended) else None
-    return float(value) if value is not None else DEFAULT_THRESHOLD
+    value = getattr(router, "recommended_threshold", None)  # a property on routers.batcher.BatchingRouter
+    if callable(value):
+        value = value()
+    return float(value) if isinstance(value, int | float) else DEFAULT_THRESHOLD
 
 
 class ModelTable:

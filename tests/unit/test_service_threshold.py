@@ -12,7 +12,8 @@ from tests.support.gateway import upstream_settings
 class CalibratedRouter(FixedRouter):
     """A router whose trained checkpoint recommends a threshold."""
 
-    def recommended_threshold(self) -> float | None:
+    @property
+    def recommended_threshold(self) -> float | None:  # a property, as on routers.batcher.BatchingRouter
         return 0.16
 
 
