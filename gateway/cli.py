@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import logging
+import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from gateway.settings import ConfigError, load_settings
 

@@ -43,7 +43,7 @@ class HistogramChild:
     def cumulative(self) -> list[tuple[str, float]]:
         running = 0
         out: list[tuple[str, float]] = []
-        for bound, count in zip(self.bounds, self.counts):
+        for bound, count in zip(self.bounds, self.counts, strict=False):
             running += count
             out.append((_le(bound), float(running)))
         out.append(("+Inf", float(running + self.counts[-1])))

@@ -11,7 +11,8 @@ Why this shape:
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 TURN_SEPARATOR = "\n\n"
 ELLIPSIS = " … "

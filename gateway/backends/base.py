@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Protocol
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
 
 # A chat completion request body as the client sent it (a parsed JSON object), with ``model`` replaced.
 ChatBody = dict[str, Any]
@@ -16,8 +17,9 @@ class Backend(Protocol):
     ``complete`` returns the parsed ``chat.completion`` object. ``stream`` yields parsed
     ``chat.completion.chunk`` objects; the backend always asks for usage so the last chunk carries it, and the
     caller decides whether the client sees that chunk. ``client_headers`` are the client's request headers
-    (lower-case), for the rare backend configured to forward one; most backends ignore them. Leaving the ``async for`` early (client gone) must
-    release the upstream connection or the local generation slot. Failures raise
+    (lower-case), for the rare backend configured to forward one; most backends ignore them. Leaving the
+    ``async for`` early (client gone) must release the upstream connection or the local generation slot.
+    Failures raise
     :class:`gateway.errors.GatewayError` subclasses, never transport exceptions.
     """
 

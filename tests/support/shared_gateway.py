@@ -9,8 +9,9 @@ need other settings start their own gateway against the same fake.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from gateway.fake_upstream import FakeUpstream, ServerThread
 from tests.support.doubles import FixedRouter
