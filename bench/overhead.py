@@ -172,7 +172,10 @@ def start_upstream(args: argparse.Namespace, logs: Path) -> tuple[subprocess.Pop
     return process, f"http://127.0.0.1:{port}/v1"
 
 
-def start_tiergate(args: argparse.Namespace, upstream: str, logs: Path, attempt: int) -> tuple[subprocess.Popen[bytes], float, str]:
+Started = tuple[subprocess.Popen[bytes], float, str]  # the process, seconds to ready, its /v1 base URL
+
+
+def start_tiergate(args: argparse.Namespace, upstream: str, logs: Path, attempt: int) -> Started:
     port = free_port()
     log = logs / f"tiergate-{attempt}.log"
     env = clean_env({
@@ -198,7 +201,7 @@ def ensure_litellm(venv: Path) -> Path:
     return binary
 
 
-def start_litellm(args: argparse.Namespace, upstream: str, logs: Path, attempt: int) -> tuple[subprocess.Popen[bytes], float, str]:
+def start_litellm(args: argparse.Namespace, upstream: str, logs: Path, attempt: int) -> Started:
     binary = ensure_litellm(args.litellm_venv)
     config = logs / "litellm-config.yaml"
     config.write_text((BENCH / "litellm" / "config.yaml").read_text().replace("${UPSTREAM}", upstream))
@@ -306,12 +309,14 @@ def machine(litellm_venv: Path) -> dict[str, str]:
     if litellm_python.exists():
         litellm = run([str(litellm_python), "-c", "from importlib import metadata; print(metadata.version('litellm'))"])
     wrk = run(["sh", "-c", "wrk --version 2>&1 | head -1"]).split(" Copyright")[0]
+    commit = run(["git", "rev-parse", "--short", "HEAD"])
+    dirty = run(["git", "status", "--porcelain", "gateway", "routers"])
     return {
         "cpu": f"{cpu}, {os.cpu_count()} cores",
         "memory": f"{mem_kib / 1024 / 1024:.0f} GiB",
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "tiergate": f"{version('tiergate')} (git {run(['git', 'rev-parse', '--short', 'HEAD']) or 'uncommitted'})",
+        "tiergate": f"{version('tiergate')} (git {commit or 'none'}{' + uncommitted changes' if dirty else ''})",
         "uvicorn": version("uvicorn"), "httpx": version("httpx"), "aiohttp": version("aiohttp"),
         "litellm": litellm, "wrk": wrk or "not installed",
     }
@@ -374,7 +379,8 @@ def render(results: dict[str, Any]) -> str:
                        f"{ratio:.2f} | {fmt_us(point['p50_us'])} | {fmt_us(point['p99_us'])} | {added} | "
                        f"{added99} | {point['errors']} |")
     out += ["", "## Streaming, startup, memory", "",
-            "| target | TTFT p50 | TTFT p99 | added TTFT p50 | startup (median) | RSS idle | RSS after load | peak RSS |",
+            ("| target | TTFT p50 | TTFT p99 | added TTFT p50 | startup (median) | RSS idle | RSS after load "
+             "| peak RSS |"),
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     stream = results["stream"]
     for name in names:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from routers.base import Router
+from routers.base import Router, Scorer
 from routers.batcher import BatchingRouter
-from routers.classifier import EncoderScorer
 from routers.errors import ClassifierNotReadyError
 
 ROUTER_NAMES = ("classifier", "random", "always-small", "always-large")
@@ -78,7 +77,10 @@ def build_router(name: str, *, seed: int | None = None, **classifier_options: An
     max_length = int(classifier_options.get("max_length", 256))
     threads = int(classifier_options.get("threads", 2))
 
-    def load() -> EncoderScorer:
+    def load() -> Scorer:
+        # Imported here: torch and transformers load only when a classifier is configured.
+        from routers.classifier import EncoderScorer
+
         return EncoderScorer.load(path, max_length=max_length, threads=threads)
 
     return BatchingRouter(

@@ -153,7 +153,8 @@ def test_prometheus_and_grafana_mount_the_monitoring_files_at_the_paths_they_exp
     expected = {
         "/etc/prometheus/prometheus.yml": "./deploy/prometheus/prometheus.yml",
         "/etc/prometheus/alerts.yml": "./deploy/prometheus/alerts.yml",
-        "/etc/grafana/provisioning/datasources/prometheus.yml": "./deploy/grafana/provisioning/datasources/prometheus.yml",
+        "/etc/grafana/provisioning/datasources/prometheus.yml":
+            "./deploy/grafana/provisioning/datasources/prometheus.yml",
         "/etc/grafana/provisioning/dashboards/tiergate.yml": "./deploy/grafana/provisioning/dashboards/tiergate.yml",
         "/var/lib/grafana/dashboards/tiergate-dashboard.json": "./deploy/grafana/tiergate-dashboard.json",
     }
