@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -161,19 +162,10 @@ class TransformersBackend:
     async def complete(self, body: ChatBody, client_headers: dict[str, str] | None = None) -> ChatObject:
         request, ids = self._prepare(body, stream=False)
         await self._acquire()
-        cancel = threading.Event()
-        self._cancels.add(cancel)
-        try:
+        # A cancelled caller (client gone) stops the worker; shield keeps the slot held until it has.
+        with self._generation() as cancel:
             future = self._submit(lambda: self._generate(request, ids, cancel))
             results: list[Generation] = await asyncio.shield(future)
-        except GatewayError:
-            raise
-        except Exception as exc:
-            raise UpstreamError(f"local generation failed: {exc}", kind="local") from exc
-        finally:
-            # A cancelled caller (client gone) stops the worker; shield keeps the slot held until it has.
-            cancel.set()
-            self._cancels.discard(cancel)
         choices = [(r.text, r.finish_reason) for r in results]
         return Shaper(self.model).completion(choices, len(ids), sum(r.completion_tokens for r in results))
 
@@ -182,30 +174,36 @@ class TransformersBackend:
         await self._acquire()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        cancel = threading.Event()
-        self._cancels.add(cancel)
+        with self._generation() as cancel:
 
-        def push(item: object) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the event loop is gone (shutdown): nobody is listening
-                cancel.set()
+            def push(item: object) -> None:
+                try:
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+                except RuntimeError:  # the event loop is gone (shutdown): nobody is listening
+                    cancel.set()
 
-        def work() -> list[Generation]:
-            try:
-                return self._generate(request, ids, cancel, push)
-            finally:
-                push(_DONE)
+            def work() -> list[Generation]:
+                try:
+                    return self._generate(request, ids, cancel, push)
+                finally:
+                    push(_DONE)
 
-        shaper = Shaper(self.model)
-        future = self._submit(work)
-        try:
+            shaper = Shaper(self.model)
+            future = self._submit(work)
             yield shaper.chunk({"role": "assistant", "content": ""})
             while (item := await queue.get()) is not _DONE:
                 yield shaper.chunk({"content": item})
             result = (await future)[0]
             yield shaper.chunk({}, result.finish_reason)
             yield shaper.usage_chunk(len(ids), result.completion_tokens)
+
+    @contextlib.contextmanager
+    def _generation(self) -> Iterator[threading.Event]:
+        """One generation's cancel flag (set on exit, and by ``aclose``); failures become ``UpstreamError``."""
+        cancel = threading.Event()
+        self._cancels.add(cancel)
+        try:
+            yield cancel
         except GatewayError:
             raise
         except Exception as exc:
