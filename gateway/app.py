@@ -23,7 +23,6 @@ from gateway.errors import GatewayError, InvalidRequestError
 from gateway.guard import GuardMiddleware
 from gateway.observability import Observability, share_controller
 from gateway.openapi import install_openapi
-from gateway.resilience import upstream_secrets
 from gateway.service import ChatService
 from gateway.settings import Settings
 from gateway.state import GatewayState
@@ -99,7 +98,7 @@ def create_app(
     app.state.gateway = state
     assert state.guard is not None
     app.add_middleware(GuardMiddleware, guard=state.guard)
-    log_context.install(upstream_secrets(settings))  # request ids on log lines; upstream keys redacted
+    log_context.install(log_context.upstream_secrets(settings))  # request ids on log lines; upstream keys redacted
     app.include_router(build_api())
     app.include_router(observability.api)
     install_error_handlers(app)

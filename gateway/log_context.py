@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Iterable
 from contextvars import ContextVar
+
+from gateway.settings import Settings
 
 REQUEST_ID: ContextVar[str] = ContextVar("tiergate_request_id", default="-")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
@@ -57,4 +60,15 @@ def install(secrets: Iterable[str] = (), logger: logging.Logger | None = None) -
     for handler in target.handlers:
         if found not in handler.filters:
             handler.addFilter(found)
+    return found
+
+
+def upstream_secrets(settings: Settings) -> list[str]:
+    """The upstream keys this gateway holds (from its environment), to keep them out of errors and logs."""
+    found = []
+    for cfg in settings.tiers.values():
+        name = getattr(cfg, "api_key_env", None)
+        value = os.environ.get(name, "") if name else ""
+        if len(value) >= 8:
+            found.append(value)
     return found

@@ -11,7 +11,8 @@ from typing import Any
 from gateway.accounting import RequestOutcome
 from gateway.backends.base import Backend, ChatObject
 from gateway.errors import InvalidRequestError, ModelNotFoundError
-from gateway.resilience import CircuitBreaker, Resilience
+from gateway.failures import CircuitBreaker
+from gateway.resilience import Resilience
 from gateway.settings import Settings
 from routers.base import TIERS, RouteDecision, Router, Tier, decide
 from routers.errors import ClassifierOverloadedError

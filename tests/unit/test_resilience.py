@@ -18,8 +18,9 @@ from gateway.errors import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
+from gateway.failures import CircuitBreaker, failure_category, retry_after_seconds
 from gateway.limits import Bulkhead, MemoryRateLimiter, Rule, check_max_tokens, check_request, message_chars
-from gateway.resilience import CircuitBreaker, Resilience, failure_category, retry_after_seconds
+from gateway.resilience import Resilience
 from gateway.settings import BreakerSettings, LimitSettings, Settings
 from routers.base import RouteDecision
 
