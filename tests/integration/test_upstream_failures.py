@@ -32,6 +32,20 @@ def sse_data(text: str) -> list[str]:
     return [line[5:].strip() for line in text.split("\n") if line.startswith("data:")]
 
 
+async def start_sse(send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+
+
+async def send_event(send: Any, payload: Any, more: bool = True) -> None:
+    data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    await send({"type": "http.response.body", "body": b"data: " + data + b"\n\n", "more_body": more})
+
+
+def hi_chunk(model: str) -> dict[str, Any]:
+    return {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": model,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}, "finish_reason": None}]}
+
+
 @pytest.fixture
 def gateway(fake_upstream: FakeUpstream) -> Iterator[ServerThread]:
     with running_gateway(settings_for(fake_upstream.url), router=FixedRouter(0.1)) as server:  # type: ignore[attr-defined]
@@ -135,17 +149,11 @@ def test_stream_sends_error_event_when_upstream_reports_an_error_event(fake_upst
         """Streams one chunk, then an OpenAI-style in-band error event."""
 
         async def _stream(self, send: Any, receive: Any, body: dict[str, Any], reply: Reply, rec: Any) -> None:
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"text/event-stream")]})
-            chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": body["model"],
-                     "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"},
-                                  "finish_reason": None}]}
-            error = {"error": {"message": "the model overloaded mid-answer", "type": "server_error",
-                               "param": None, "code": None}}
-            for payload in (chunk, error):
-                await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(payload) + b"\n\n",
-                            "more_body": True})
-            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+            await start_sse(send)
+            await send_event(send, hi_chunk(body["model"]))
+            await send_event(send, {"error": {"message": "the model overloaded mid-answer", "type": "server_error",
+                                              "param": None, "code": None}})
+            await send_event(send, b"[DONE]", more=False)
 
     upstream = ErrorMidStream()
     with ServerThread(upstream) as fake, running_gateway(settings_for(fake.url)) as server, httpx.Client(
@@ -163,13 +171,8 @@ def test_stream_sends_timeout_event_then_done_when_upstream_stalls_mid_stream() 
         """Streams one chunk, then goes silent for longer than the gateway's read timeout."""
 
         async def _stream(self, send: Any, receive: Any, body: dict[str, Any], reply: Reply, rec: Any) -> None:
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"text/event-stream")]})
-            chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": body["model"],
-                     "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"},
-                                  "finish_reason": None}]}
-            await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n",
-                        "more_body": True})
+            await start_sse(send)
+            await send_event(send, hi_chunk(body["model"]))
             await asyncio.sleep(1.5)
 
     fast_timeout = {"timeout": {"connect": 2, "read": 0.5, "write": 2, "pool": 2}}
@@ -258,15 +261,11 @@ def test_stream_ignores_usage_values_that_are_not_counts() -> None:
         """A well-formed stream whose usage chunk holds a value no accounting expects."""
 
         async def _stream(self, send: Any, receive: Any, body: dict[str, Any], reply: Reply, rec: Any) -> None:
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"text/event-stream")]})
-            base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": body["model"]}
-            chunk = {**base, "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}
-            usage = {**base, "choices": [], "usage": {"prompt_tokens": "lots", "completion_tokens": 1}}
-            for payload in (chunk, usage):
-                await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(payload) + b"\n\n",
-                            "more_body": True})
-            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+            await start_sse(send)
+            await send_event(send, hi_chunk(body["model"]))
+            await send_event(send, {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": body["model"],
+                                    "choices": [], "usage": {"prompt_tokens": "lots", "completion_tokens": 1}})
+            await send_event(send, b"[DONE]", more=False)
 
     with ServerThread(OddUsage()) as fake, running_gateway(settings_for(fake.url)) as server, httpx.Client(
         base_url=server.url, timeout=10
