@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from starlette.responses import Response
 from gateway.accounting import RequestOutcome
 from gateway.backends.base import ChatObject
 from gateway.errors import GatewayError, PayloadTooLargeError, UpstreamError
+from gateway.log_context import request_id
 from gateway.protocol import parse_body, validate_chat
 from gateway.sse import DONE, SSEResponse, error_events, event
 from gateway.state import GatewayState
@@ -33,13 +33,6 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
     return Response(error.json(), status_code=error.status, headers={**error.headers, **(headers or {})},
                     media_type=JSON)
-
-
-def request_id(headers: dict[str, str]) -> str:
-    given = headers.get("x-request-id", "")
-    if 0 < len(given) <= 128 and given.isascii() and given.isprintable():
-        return given
-    return uuid.uuid4().hex
 
 
 def decision_headers(decision: RouteDecision, model: str, rid: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from gateway.errors import InvalidRequestError, ModelNotFoundError
 from gateway.failures import CircuitBreaker
 from gateway.resilience import Resilience
 from gateway.settings import Settings
-from routers.base import TIERS, RouteDecision, Router, Tier, decide
+from routers.base import RouteDecision, Router, Tier, decide
 from routers.errors import ClassifierOverloadedError
 from routers.features import routing_text
 
@@ -128,11 +128,8 @@ class ChatService:
             return RouteDecision(decision.tier, "random", score, threshold)
         return decision
 
-    def backend(self, tier: Tier) -> Backend:
-        return self.backends[tier]
-
     def start(self, outcome: RequestOutcome, decision: RouteDecision) -> Backend:
-        backend = self.backend(decision.tier)
+        backend = self.backends[decision.tier]
         outcome.decision = decision
         outcome.tier = decision.tier
         outcome.backend = backend.name
@@ -162,7 +159,4 @@ class ChatService:
             raise
         outcome.ttft_seconds = time.perf_counter() - outcome.started
         return first, chunks
-
-    def tiers(self) -> tuple[Tier, ...]:
-        return TIERS
 
