@@ -4,8 +4,6 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
-# OpenMP threads otherwise spin between decode steps and starve everything else on a small CPU box.
-export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: install serve test bench-overhead clean
 

@@ -8,15 +8,27 @@ import os
 import sys
 from collections.abc import Sequence
 
-from gateway.settings import ConfigError, load_settings
+from gateway.settings import ConfigError, Settings, load_settings
+
+
+def set_openmp_wait_policy(settings: Settings) -> None:
+    """Before torch loads: OpenMP threads sleep between parallel regions when models run in-process.
+
+    Spinning threads of one in-process model starve the other model and the event loop on a small CPU box
+    (about 5x slower streaming measured here). With only the router on torch, the default (spin briefly,
+    then sleep) makes a routing decision about twice as fast as PASSIVE (bench/classifier_latency.py).
+    """
+    if any(backend.kind == "transformers" for backend in settings.tiers.values()):
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def serve(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    set_openmp_wait_policy(settings)
     import uvicorn
 
     from gateway.app import create_app
 
-    settings = load_settings(args.config)
     updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if updates:
         settings = settings.model_copy(update={"server": settings.server.model_copy(update=updates)})
@@ -105,9 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Before torch is imported: OpenMP worker threads otherwise spin between decode steps and starve the
-    # event loop and the other model on a small CPU box (about 5x slower streaming measured here).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from gateway import log_context
 
     logging.basicConfig(level=logging.INFO, format=log_context.LOG_FORMAT)

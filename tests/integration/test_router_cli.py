@@ -32,40 +32,34 @@ def _user_data(path: Path, n: int = 120) -> Path:
     return path
 
 
+HEADS = {
+    "mean-mlp": [
+        "--encoder-layers",
+        "1",
+        "--head-hidden",
+        "16",
+        "--head-members",
+        "2",
+        "--epochs",
+        "30",
+    ],
+    "classifier": ["--head", "classifier", "--format", "delta", "--trainable-layers", "1", "--epochs", "2"],
+}
+
+
 @pytest.mark.slow
-def test_train_score_evaluate_calibrate_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_train_score_evaluate_calibrate_round_trip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], head: str
+) -> None:
     base = build_tiny_encoder(tmp_path / "base")
     data = _user_data(tmp_path / "mine.jsonl")
     ckpt = tmp_path / "ckpt"
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                str(data),
-                "--base",
-                str(base),
-                "--out",
-                str(ckpt),
-                "--format",
-                "delta",
-                "--epochs",
-                "2",
-                "--trainable-layers",
-                "1",
-                "--max-length",
-                "32",
-                "--batch-size",
-                "16",
-                "--lr",
-                "1e-3",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    args = ["train", "--data", str(data), "--base", str(base), "--out", str(ckpt), *HEADS[head]]
+    assert main([*args, "--label", "large-better", "--max-length", "32", "--batch-size", "16", "--quiet"]) == 0
     meta = json.loads((ckpt / "metadata.json").read_text())
-    assert meta["format"] == "delta" and meta["label"]["name"] == "large-better"
+    assert meta["format"] == {"mean-mlp": "pooled", "classifier": "delta"}[head]
+    assert meta["label"]["name"] == "large-better" and meta["data"]["anchor_examples"] > 0
     assert len(meta["data"]["sha256"]) == 64 and meta["calibration"]["table"] and "dev" in meta["metrics"]
     assert 0.0 <= meta["threshold"] <= 1.0
 
@@ -75,6 +69,7 @@ def test_train_score_evaluate_calibrate_round_trip(tmp_path: Path, capsys: pytes
     assert main(["score", "--in", str(prompts), "--out", str(out), "--model", str(ckpt), "--threshold", "0.5"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["index"] for r in rows] == [0, 1] and all(r["tier"] in ("small", "large") for r in rows)
+    assert rows[1]["score"] > rows[0]["score"]  # the data's hard rows say "prove theorem"
     direct = EncoderScorer.load(str(ckpt)).score_batch(["hi", "prove theorem"])
     assert [r["score"] for r in rows] == pytest.approx(direct, abs=1e-5)
 
@@ -125,6 +120,15 @@ def test_delta_checkpoint_without_weights_fails_loudly(tmp_path: Path) -> None:
     (tmp_path / "metadata.json").write_text(json.dumps({"format": "delta", "base": str(tmp_path)}))
     with pytest.raises(ClassifierError, match="untrained head"):
         EncoderScorer.load(str(tmp_path))
+
+
+def test_commands_report_a_bad_checkpoint_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "metadata.json").write_text(json.dumps({"format": "pooled", "base": str(tmp_path)}))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    assert main(["calibrate", "--data", str(prompts), "--target-large-share", "0.3", "--model", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tiergate calibrate:") and "untrained head" in err and "Traceback" not in err
 
 
 @pytest.mark.data

@@ -57,7 +57,7 @@ def build_tiny_encoder(directory: Path, seed: int = 0) -> Path:
         *"abcdefghijklmnopqrstuvwxyz0123456789.,?!",
     ]
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab=str(directory / "vocab.txt"), do_lower_case=True)
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(vocab),

@@ -48,6 +48,21 @@ async def test_concurrent_requests_are_scored_in_batches_on_one_dedicated_thread
     assert not router.ready()
 
 
+async def test_a_lone_request_is_not_held_back_for_companions() -> None:
+    """The batch window only opens once traffic is concurrent (a 1 s window would otherwise show)."""
+    scorer = RecordingScorer()
+    router = BatchingRouter(lambda: scorer, max_batch=8, batch_wait_ms=1000)
+    await router.start()
+    started = time.perf_counter()
+    for i in range(3):
+        await router.score("x" * i)
+    lone = time.perf_counter() - started
+    burst = await asyncio.gather(*(router.score("y" * i) for i in range(6)))
+    await router.aclose()
+    assert lone < 0.5, lone
+    assert scorer.batches[:3] == [1, 1, 1] and len(burst) == 6
+
+
 async def test_full_queue_raises_overloaded_immediately() -> None:
     scorer = RecordingScorer(delay_s=0.2)
     router = BatchingRouter(lambda: scorer, max_batch=1, batch_wait_ms=0, queue_size=2, cache_size=0)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.cli import set_openmp_wait_policy
 from gateway.settings import ConfigError, OpenAIBackend, load_settings
 
 BASE = """\
@@ -113,3 +114,13 @@ def test_missing_file_and_non_mapping_yaml_fail_clearly(tmp_path: Path) -> None:
         load_settings(write(tmp_path, "- just\n- a list\n"))
     with pytest.raises(ConfigError, match="YAML"):
         load_settings(write(tmp_path, "tiers: [unclosed\n"))
+
+
+@pytest.mark.parametrize(("config", "expected"), [("default.yaml", "PASSIVE"), ("openai.yaml", None)])
+def test_openmp_threads_sleep_only_when_models_run_in_process(
+    monkeypatch: pytest.MonkeyPatch, config: str, expected: str | None
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    set_openmp_wait_policy(load_settings(Path(__file__).resolve().parents[2] / "config" / config))
+    assert os.environ.get("OMP_WAIT_POLICY") == expected
