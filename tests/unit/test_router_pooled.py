@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from routers.build import save_pooled_checkpoint
+from routers.checkpoint import HEAD_FILE, save_pooled_checkpoint, truncated_encoder
 from routers.classifier import EncoderScorer
 from routers.data import Example
 from routers.errors import ClassifierError
-from routers.pooled import HEAD_FILE, HeadSpec, MLPHead, PooledClassifier, mean_pool, truncated_encoder
+from routers.pooled import HeadSpec, MLPHead, PooledClassifier, mean_pool
 from routers.train import TrainConfig
 from routers.train_head import embed, fit_head
 from tests.support.tiny_encoder import build_tiny_encoder
