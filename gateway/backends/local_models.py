@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from gateway.settings import ConfigError
 
 CACHE_ENV = "TIERGATE_CACHE_DIR"
