@@ -101,18 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     hashing.add_argument("--new", action="store_true", help="generate a new random key and print it with its hash")
     hashing.set_defaults(func=hash_key)
 
-    try:
-        from routers.cli import add_commands
-    except ImportError:  # pragma: no cover - the router package always ships its CLI
-        pass
-    else:
-        add_commands(commands)
-    try:
-        from gateway.report import add_commands as add_report
-    except ImportError:
-        pass
-    else:
-        add_report(commands)
+    from gateway.report import add_commands as add_report
+    from routers.cli import add_commands
+
+    add_commands(commands)
+    add_report(commands)
     return parser
 
 

@@ -208,9 +208,6 @@ class Settings(BaseSettings):
         # The environment overrides the YAML file (passed as init kwargs).
         return (env_settings, init_settings)
 
-    def backend_for(self, tier: Tier) -> OpenAIBackend | LocalBackend:
-        return self.tiers[tier]
-
 
 def _check_env_keys(environ: dict[str, str]) -> None:
     top = set(Settings.model_fields)

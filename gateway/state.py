@@ -28,7 +28,6 @@ class GatewayState:
     service: ChatService
     accountant: Accountant
     started_at: float = field(default_factory=time.time)
-    extras: dict[str, Any] = field(default_factory=dict)
     guard: Guard | None = None  # auth, limits, draining; built from settings when not given
     loaded: bool = False  # the router and every backend have started
 

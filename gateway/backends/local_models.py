@@ -86,14 +86,6 @@ def _existing(path: Path, install: str) -> Path:
     return path
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def concatenate_parts(parts: list[Path], target: Path, *, sha256: str | None, size: int | None) -> Path:
     """Join ``parts`` into ``target`` atomically, checking the total size and sha256 before publishing it."""
     from tqdm import tqdm  # in the [local] extra: the serving path of remote-only profiles must not need it
