@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from routers.base import Tier
 
@@ -205,8 +205,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment overrides the YAML file (passed as init kwargs).
-        return (env_settings, init_settings)
+        # Values passed in code win over the environment; load_settings layers the YAML file under both.
+        return (init_settings, env_settings)
 
 
 def _check_env_keys(environ: dict[str, str]) -> None:
@@ -227,8 +227,21 @@ def _format(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _layered(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, mapping by mapping (a nested key set on top replaces only that key)."""
+    merged = dict(base)
+    for key, value in top.items():
+        below = merged.get(key)
+        merged[key] = _layered(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+    return merged
+
+
 def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Read the YAML file (default ``config/default.yaml``), apply env overrides, validate everything."""
+    """Read the YAML file (default ``config/default.yaml``) and validate everything.
+
+    Precedence, highest first: ``overrides`` (code arguments) > ``TIERGATE_*`` environment > the YAML file >
+    the defaults in the models above.
+    """
     config_path = Path(path or os.environ.get("TIERGATE_CONFIG") or DEFAULT_CONFIG)
     try:
         data = yaml.safe_load(config_path.read_text()) or {}
@@ -238,11 +251,11 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
         raise ConfigError(f"config file {config_path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {config_path} must hold a mapping at the top level")
-    data.update(overrides or {})
+    _check_env_keys(dict(os.environ))
+    data = _layered(_layered(data, EnvSettingsSource(Settings)()), overrides or {})
     prices_file = data.get("prices_file", "prices.yaml")
     if isinstance(prices_file, str) and prices_file and not Path(prices_file).is_absolute():
         data["prices_file"] = str(config_path.resolve().parent / prices_file)
-    _check_env_keys(dict(os.environ))
     try:
         return Settings(**data)
     except ValidationError as exc:
