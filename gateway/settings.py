@@ -14,7 +14,7 @@ from routers.base import Tier
 
 ENV_PREFIX = "TIERGATE_"
 # Environment variables with our prefix that are not settings keys.
-RESERVED_ENV = {"TIERGATE_CONFIG", "TIERGATE_CACHE_DIR"}
+RESERVED_ENV = {"TIERGATE_CONFIG", "TIERGATE_CACHE_DIR", "TIERGATE_WORKER_METRICS_DIR"}
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
 
 
