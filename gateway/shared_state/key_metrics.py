@@ -56,5 +56,5 @@ class KeyMetrics:
         for family in (self.requests, self.cost, self.budget, self.failures):
             yield family.metric()
         if self.up is not None:
-            yield gauge("tiergate_shared_state_up", "1 while the shared-state breaker is not open (Redis answering).",
+            yield gauge("tiergate_shared_state_up", "1 while the shared-state breaker is closed (Redis answers).",
                         iter([((), 1.0 if self.up() else 0.0)]))

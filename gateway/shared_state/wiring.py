@@ -46,7 +46,7 @@ class SharedState:
             self.redis = connect(cfg)
             shield = self.shield = Shield(cfg.timeout_s, cfg.breaker)
             self.metrics = KeyMetrics(names + list(settings.budgets.keys),
-                                      up=lambda: shield.breaker.state != "open")
+                                      up=lambda: shield.breaker.state == "closed")
             shield.on_failure = self.metrics.failure
             self.limiter: RateLimiter = RedisRateLimiter(self.redis, shield, cfg.key_prefix, fail_open)
             self.pins: PinStore | None = RedisPinStore(self.redis, shield, cfg.key_prefix)

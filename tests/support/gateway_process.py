@@ -27,6 +27,7 @@ def process_config(upstream_url: str, **sections: Any) -> dict[str, Any]:
                   "large": {"kind": "openai", "model": LARGE_MODEL, "base_url": upstream_url + "/v1", "timeout": timeout}},
         "routing": {"router": "always-large"},
         "server": {"host": "127.0.0.1", "load_before_serving": True, "shutdown_grace_s": 10},
+        "prices_file": str(REPO / "config" / "prices.yaml"),  # relative names resolve beside the tmp config
     }
     for name, value in sections.items():
         if isinstance(value, dict) and isinstance(config.get(name), dict):
