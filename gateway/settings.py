@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from routers.base import Tier
@@ -214,6 +214,13 @@ class BudgetSettings(Strict):
     teams: dict[str, Budget] = {}
     # Completion tokens reserved for a request that sends no max_tokens, until its real usage is known.
     reserve_completion_tokens: int = Field(256, ge=0)
+
+    @model_validator(mode="after")
+    def _teams_exist(self) -> BudgetSettings:
+        unknown = sorted({b.team for b in self.keys.values() if b.team is not None and b.team not in self.teams})
+        if unknown:
+            raise ValueError(f"budgets.keys name teams that budgets.teams does not define: {', '.join(unknown)}")
+        return self
 
 
 class Settings(BaseSettings):

@@ -68,7 +68,8 @@ def test_state_and_budget_settings_are_validated(tmp_path: pytest.TempPathFactor
     path.write_text(tiers + "state: {backend: redis, on_failure: fail_open}\nbudgets: {keys: {k: {daily_usd: 1}}}\n")
     assert load_settings(path).state.backend == "redis"
     for bad in ("state: {backend: memcached}", "state: {on_failure: retry}", "budgets: {keys: {k: {daily_usd: -1}}}",
-                "state: {redis_password: x}", "server: {workers: 0}"):
+                "state: {redis_password: x}", "server: {workers: 0}",
+                "budgets: {keys: {k: {team: nobody}}}"):
         path.write_text(tiers + bad + "\n")
         with pytest.raises(ConfigError):
             load_settings(path)
