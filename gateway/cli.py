@@ -32,6 +32,11 @@ def serve(args: argparse.Namespace) -> int:
     updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if updates:
         settings = settings.model_copy(update={"server": settings.server.model_copy(update=updates)})
+    workers = args.workers or settings.server.workers
+    if workers > 1:
+        from gateway.workers.supervisor import serve_workers
+
+        return serve_workers(settings, args.config, workers, args.log_level)
     app = create_app(settings)
     uvicorn.run(
         app,
@@ -84,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="listen address (overrides server.host)")
     run.add_argument("--port", type=int, help="listen port (overrides server.port)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--workers", type=int, help="processes sharing the port (overrides server.workers)")
     run.set_defaults(func=serve)
 
     prepare = commands.add_parser("prepare-models", help="convert the embedded GGUF models into the model cache")

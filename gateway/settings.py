@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from routers.base import Tier
 
 ENV_PREFIX = "TIERGATE_"
 # Environment variables with our prefix that are not settings keys.
-RESERVED_ENV = {"TIERGATE_CONFIG", "TIERGATE_CACHE_DIR"}
+RESERVED_ENV = {"TIERGATE_CONFIG", "TIERGATE_CACHE_DIR", "TIERGATE_WORKER_METRICS_DIR"}
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
 
 
@@ -110,6 +110,7 @@ class ServerSettings(Strict):
     # False: accept connections at once (/healthz 200, /readyz and chat 503) while models load in the
     # background. True: the lifespan waits for the models before the server accepts anything.
     load_before_serving: bool = False
+    workers: int = Field(1, ge=1, le=64)  # processes sharing the port (``tiergate serve --workers``)
 
 
 class ApiKeySettings(Strict):
@@ -180,6 +181,48 @@ class RequestLogSettings(Strict):
     flush_interval_s: float = Field(1.0, gt=0)
 
 
+class StateSettings(Strict):
+    """Where per-key limits, budgets, pins and the share window live: this process, or Redis (shared)."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"  # no password here: see redis_password_env
+    redis_password_env: str | None = None  # the env var holding the Redis password
+    key_prefix: str = "tiergate:"
+    timeout_s: float = Field(0.25, gt=0)  # per Redis operation; slower counts as a failure
+    on_failure: Literal["fail_open", "fail_closed"] = "fail_open"  # fail_open: local limits; fail_closed: 503
+    breaker: BreakerSettings = BreakerSettings(failure_threshold=3, reset_after_s=2.0)
+    share_sync_s: float = Field(0.5, gt=0)  # how often the share controller's window is merged
+
+
+class Budget(Strict):
+    """USD caps; ``None`` = no cap. The ``large_*`` caps cover spend on the large tier only."""
+
+    daily_usd: float | None = Field(None, ge=0)
+    monthly_usd: float | None = Field(None, ge=0)
+    large_daily_usd: float | None = Field(None, ge=0)
+    large_monthly_usd: float | None = Field(None, ge=0)
+
+
+class KeyBudget(Budget):
+    team: str | None = None  # the key also spends from ``budgets.teams[team]``
+
+
+class BudgetSettings(Strict):
+    """Spend caps per API key name (and per team), priced from the price table, UTC days and months."""
+
+    keys: dict[str, KeyBudget] = {}
+    teams: dict[str, Budget] = {}
+    # Completion tokens reserved for a request that sends no max_tokens, until its real usage is known.
+    reserve_completion_tokens: int = Field(256, ge=0)
+
+    @model_validator(mode="after")
+    def _teams_exist(self) -> BudgetSettings:
+        unknown = sorted({b.team for b in self.keys.values() if b.team is not None and b.team not in self.teams})
+        if unknown:
+            raise ValueError(f"budgets.keys name teams that budgets.teams does not define: {', '.join(unknown)}")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
@@ -195,6 +238,8 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     limits: LimitSettings = LimitSettings()
     resilience: ResilienceSettings = ResilienceSettings()
+    state: StateSettings = StateSettings()
+    budgets: BudgetSettings = BudgetSettings()
 
     @classmethod
     def settings_customise_sources(

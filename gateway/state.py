@@ -15,7 +15,8 @@ from gateway.guard import Guard
 from gateway.pricing import format_usd
 from gateway.service import ChatService
 from gateway.settings import Settings
-from routers.base import Router, Tier
+from gateway.shared_state.wiring import SharedState
+from routers.base import RouteDecision, Router, Tier
 
 COST_HEADER = "x-tiergate-cost-usd"
 
@@ -30,6 +31,7 @@ class GatewayState:
     started_at: float = field(default_factory=time.time)
     guard: Guard | None = None  # auth, limits, draining; built from settings when not given
     loaded: bool = False  # the router and every backend have started
+    shared: SharedState | None = None  # limits, budgets, pins in memory or Redis (gateway.shared_state)
 
     def __post_init__(self) -> None:
         if self.guard is None:
@@ -40,6 +42,13 @@ class GatewayState:
         """Authentication and limits run here before any routing work (see gateway.auth / gateway.limits)."""
         assert self.guard is not None
         await self.guard.admit(request, body, outcome)
+
+    async def check_budget(self, body: dict[str, Any], outcome: RequestOutcome,
+                           decision: RouteDecision) -> RouteDecision:
+        """Spend caps after routing: the decision, downgraded to small when the large-tier budget is spent."""
+        if self.shared is None:
+            return decision
+        return await self.shared.check_budget(body, outcome, decision)
 
     def answer_headers(self, outcome: RequestOutcome) -> dict[str, str]:
         """Headers that need the finished outcome of a JSON answer (its cost, from the real usage)."""
