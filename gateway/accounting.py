@@ -12,7 +12,7 @@ from routers.base import RouteDecision
 log = logging.getLogger("tiergate.accounting")
 
 # How a request ended; a metric label.
-OUTCOMES = ("success", "client_error", "upstream_error", "timeout", "client_disconnected", "rejected")
+OUTCOMES = ("success", "client_error", "upstream_error", "timeout", "client_disconnected", "rejected", "internal")
 
 
 @dataclass(slots=True)

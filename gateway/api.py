@@ -10,11 +10,12 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from gateway.accounting import RequestOutcome
 from gateway.backends.base import ChatObject
-from gateway.errors import GatewayError, PayloadTooLargeError, UpstreamError
+from gateway.errors import ClientDisconnectedError, GatewayError, PayloadTooLargeError, UpstreamError
 from gateway.log_context import request_id
 from gateway.protocol import parse_body, validate_chat
 from gateway.sse import DONE, SSEResponse, error_events, event
@@ -52,11 +53,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientDisconnectedError("the client disconnected while sending its request") from None
     return b"".join(chunks)
 
 
@@ -67,8 +71,19 @@ def outcome_from_error(outcome: RequestOutcome, error: GatewayError) -> None:
         outcome.error_kind = error.kind
     elif error.status == 429:
         outcome.outcome = "rejected"
+    elif error.status == 499:
+        outcome.outcome = "client_disconnected"
+    elif error.status >= 500:
+        outcome.outcome = "internal"
     else:
         outcome.outcome = "client_error"
+
+
+def internal_error(exc: Exception, rid: str) -> GatewayError:
+    """One error line with the request id; the traceback only at debug level."""
+    log.error("request %s failed inside the gateway: %s: %s", rid, type(exc).__name__, exc)
+    log.debug("traceback of request %s", rid, exc_info=exc)
+    return GatewayError("internal error in the gateway", code="internal_error")
 
 
 def build_api() -> APIRouter:
@@ -109,6 +124,10 @@ def build_api() -> APIRouter:
         except asyncio.CancelledError:
             outcome.outcome, outcome.status = "client_disconnected", 499
             raise
+        except Exception as exc:  # a bug: still one outcome, one log line, an OpenAI-shaped 500
+            crash = internal_error(exc, rid)
+            outcome_from_error(outcome, crash)
+            return error_response(crash, state.error_headers(outcome, crash, rid))
         finally:
             if not streaming:
                 state.accountant.finish(outcome)
@@ -158,9 +177,8 @@ async def stream_events(state: GatewayState, outcome: RequestOutcome, first: Cha
     except (asyncio.CancelledError, GeneratorExit):
         outcome.outcome, outcome.status = "client_disconnected", 499
         raise
-    except Exception:  # a bug here must not cut the stream off: the 200 is out, so it too travels in-band
-        log.exception("stream failed inside the gateway")
-        crash = GatewayError("internal error in the gateway")
+    except Exception as exc:  # a bug here must not cut the stream off: the 200 is out, so it too travels in-band
+        crash = internal_error(exc, outcome.request_id)
         outcome_from_error(outcome, crash)
         yield error_events(crash)
     finally:

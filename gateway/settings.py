@@ -110,6 +110,15 @@ class ServerSettings(Strict):
     # False: accept connections at once (/healthz 200, /readyz and chat 503) while models load in the
     # background. True: the lifespan waits for the models before the server accepts anything.
     load_before_serving: bool = False
+    # Connection limits, enforced before the app sees a request (gateway.http.connection_limits).
+    max_connections: int = Field(4096, ge=1)  # more are answered 503 and closed at once
+    max_header_bytes: int = Field(32 * 1024, ge=1024)  # request line plus headers; more = 431
+    header_timeout_s: float = Field(10.0, gt=0)  # from connect (or a request's first byte) to its last header
+    body_timeout_s: float = Field(60.0, gt=0)  # from the last header to the body's last byte
+    keep_alive_s: int = Field(5, ge=1)  # an idle connection between requests is closed after this
+    # Host header values accepted (port ignored). None: loopback names when bound to loopback with auth off
+    # (a web page cannot spend through a local gateway by DNS rebinding), else any; [] = any.
+    allowed_hosts: list[str] | None = None
 
 
 class ApiKeySettings(Strict):
