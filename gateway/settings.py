@@ -31,6 +31,9 @@ class Timeouts(Strict):
     read: float = Field(120.0, gt=0)
     write: float = Field(30.0, gt=0)
     pool: float = Field(10.0, gt=0)
+    # A whole JSON answer, or a stream's first chunk, within this (each try); None = no bound.
+    total: float | None = Field(600.0, gt=0)
+    stream_total: float | None = Field(None, gt=0)  # a whole stream, first chunk to [DONE]; None = no bound
 
 
 class Price(Strict):
@@ -54,6 +57,8 @@ class OpenAIBackend(Strict):
     max_connections: int = Field(512, ge=1)
     max_concurrency: int | None = Field(None, ge=1)  # in-flight cap; None = unbounded
     max_queue: int = Field(1024, ge=0)
+    max_response_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # a JSON answer; larger = 502
+    max_event_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # one SSE event of a stream; larger = error
 
 
 class LocalBackend(Strict):
