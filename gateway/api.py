@@ -166,6 +166,7 @@ async def stream_events(state: GatewayState, outcome: RequestOutcome, first: Cha
         while chunk is not None:
             if chunk.get("usage"):
                 outcome.set_usage(chunk["usage"])
+            outcome.note_chunk(chunk)
             if include_usage or chunk.get("choices") or not chunk.get("usage"):
                 if chunk:
                     yield event(chunk)

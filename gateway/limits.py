@@ -10,12 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.accounting import CHARS_PER_TOKEN
 from gateway.errors import BackendOverloadedError, InvalidRequestError, RateLimitError
 from gateway.settings import LimitSettings
 from routers.base import Tier
-
-# Rough characters per token for estimating a prompt before the upstream has counted it.
-CHARS_PER_TOKEN = 4
 
 
 def message_chars(messages: Any) -> int:

@@ -105,7 +105,7 @@ class Resilience:
             kept = False
             try:
                 release = await bulkhead.acquire() if bulkhead is not None else None
-                result = await call(backend)
+                result = await guarded(call, backend)
                 if hold is not None and release is not None:
                     hold.append(release)
                     kept = True
@@ -220,6 +220,19 @@ class WatchedStream:
             hold, self.hold = self.hold, []
             for release in hold:
                 release()
+
+
+async def guarded(call: Callable[[Backend], Awaitable[T]], backend: Backend) -> T:
+    """A backend failing with something other than a GatewayError broke its contract: an unknown upstream
+    failure (502 ``protocol``), which counts against its breaker like any other."""
+    try:
+        return await call(backend)
+    except GatewayError:
+        raise
+    except Exception as exc:
+        log.error("backend %s failed unexpectedly: %s: %s", backend.name, type(exc).__name__, exc)
+        log.debug("traceback of the failure of backend %s", backend.name, exc_info=exc)
+        raise UpstreamError(f"upstream {backend.name} failed", kind="protocol") from exc
 
 
 async def close_iterator(chunks: AsyncIterator[Any]) -> None:
