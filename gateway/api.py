@@ -16,6 +16,7 @@ from starlette.responses import Response
 from gateway.accounting import RequestOutcome
 from gateway.backends.base import ChatObject
 from gateway.errors import ClientDisconnectedError, GatewayError, PayloadTooLargeError, UpstreamError
+from gateway.http.origin import require_json
 from gateway.log_context import request_id
 from gateway.protocol import parse_body, validate_chat
 from gateway.sse import DONE, SSEResponse, error_events, event
@@ -96,17 +97,19 @@ def build_api() -> APIRouter:
         outcome = state.accountant.open(rid)  # counted in flight until finished
         streaming = False
         try:
+            require_json(headers.get("content-type"))
             body = parse_body(await read_body(request, state.settings.server.max_body_bytes))
+            if not state.loaded:
+                raise GatewayError("the gateway is still loading its models; retry shortly", status=503,
+                                   code="model_loading", headers={"retry-after": "5"})
+            # Cheap checks (size, message count, depth, the key's rate limit) before the full schema validation.
+            await state.admit(request, body, outcome)
             chat = validate_chat(body)
             outcome.stream = bool(chat.stream)
             outcome.requested_model = chat.model
             if state.settings.request_log.include_prompts:  # the text the router scored, for re-training
                 outcome.prompt_text = routing_text(
                     body["messages"], include_system=state.settings.routing.include_system_prompt)
-            if not state.loaded:
-                raise GatewayError("the gateway is still loading its models; retry shortly", status=503,
-                                   code="model_loading", headers={"retry-after": "5"})
-            await state.admit(request, body, outcome)
             decision = await state.service.decide(body, headers, outcome)
             if chat.stream:
                 first, chunks = await state.service.open_stream(body, headers, outcome, decision)
