@@ -152,6 +152,7 @@ class GarbageProxy:
         self.tunnelled = 0
         self.server: asyncio.Server | None = None
         self.port = 0
+        self.handlers: set[asyncio.Task[None]] = set()
 
     async def start(self, port: int = 0) -> None:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", port)
@@ -160,8 +161,14 @@ class GarbageProxy:
     async def close(self) -> None:
         if self.server is not None:
             self.server.close()
+        for task in self.handlers:
+            task.cancel()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
         try:
             if self.rng.random() < self.rate:
                 self.garbage += 1
@@ -175,10 +182,11 @@ class GarbageProxy:
                 await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
             finally:
                 up_writer.close()
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.CancelledError):
+            pass  # a cancelled handler ends quietly: the proxy is closing
         finally:
             writer.close()
+            self.handlers.discard(task)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
