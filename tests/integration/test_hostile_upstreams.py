@@ -157,3 +157,36 @@ def test_stream_total_ends_a_slow_stream_in_band(fake_upstream: FakeUpstream) ->
     data = [line[6:] for line in answer.text.split("\n") if line.startswith("data: ")]
     assert data[-1] == "[DONE]" and orjson.loads(data[-2])["error"]["type"] == "upstream_timeout"
     assert elapsed < 2.5
+
+
+class BrokenContract:
+    """A backend that fails with a plain exception instead of a GatewayError."""
+
+    name = "broken"
+    model = "gpt-4o-mini"
+
+    async def start(self) -> None: ...
+
+    def ready(self) -> bool:
+        return True
+
+    async def complete(self, body: dict[str, Any], client_headers: dict[str, str] | None = None) -> dict[str, Any]:
+        raise ValueError("not a gateway error")
+
+    async def stream(self, body: dict[str, Any], client_headers: dict[str, str] | None = None) -> Any:
+        raise ValueError("not a gateway error")
+        yield {}  # pragma: no cover - makes this an async generator
+
+    async def aclose(self) -> None: ...
+
+
+def test_backend_failing_outside_the_error_tree_is_a_502_protocol_breaker_failure() -> None:
+    outcomes = Outcomes()
+    broken = BrokenContract()
+    resilience = {**ONE_TRY, "breaker": {"failure_threshold": 2, "reset_after_s": 60}}
+    with running_gateway(settings_for("http://127.0.0.1:9", resilience), sinks=[outcomes],
+                         backends={"small": broken, "large": broken}) as gateway:
+        answers = [httpx.post(gateway.url + CHAT, json=body, timeout=10) for body in (BODY, STREAM, BODY)]
+        wait_for(outcomes, 3)
+    assert [a.status_code for a in answers] == [502, 502, 503]
+    assert [(o.outcome, o.error_kind) for o in outcomes.items[:2]] == [("upstream_error", "protocol")] * 2
