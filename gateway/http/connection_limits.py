@@ -140,8 +140,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _header_timeout(self) -> None:
         self._timer = None
-        if self._responding() or self.transport.is_closing():
-            return  # the head of a pipelined request; the current response bounds it
+        if self.transport.is_closing():
+            return
+        if self._responding():  # the head of a pipelined request: judged once the current response is done
+            self._arm(self.limits.header_timeout_s, self._header_timeout)
+            return
         if self._head_bytes == 0:
             self.transport.close()  # idle since connecting: nothing to answer
             return
