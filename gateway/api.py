@@ -74,7 +74,7 @@ def outcome_from_error(outcome: RequestOutcome, error: GatewayError) -> None:
         outcome.outcome = "rejected"
     elif error.status == 499:
         outcome.outcome = "client_disconnected"
-    elif error.status >= 500:
+    elif error.status == 500:
         outcome.outcome = "internal"
     else:
         outcome.outcome = "client_error"
