@@ -157,3 +157,14 @@ def test_connections_over_the_cap_are_shed_with_503_and_healthz_recovers(fake_up
                 pass
             time.sleep(0.05)
         assert healthy(gateway)
+
+
+def test_idle_kept_alive_connection_is_closed_after_keep_alive_s(fake_upstream: FakeUpstream) -> None:
+    with gateway_with(fake_upstream, keep_alive_s=1) as gateway, connect(gateway) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        sock.settimeout(5)
+        first = sock.recv(65536)
+        started = time.monotonic()
+        rest = read_all(sock, 5)
+        assert first.startswith(b"HTTP/1.1 200") and rest == b""
+        assert time.monotonic() - started < 3
