@@ -13,6 +13,13 @@ Every request carries its own ``x-request-id``. The run passes when
 - the gateway's RSS grew by less than ``--max-rss-growth`` from the end of the first ``--window`` requests to
   the end of the run (the last window).
 
+With ``--hostile-workers N`` (default 4; 0 turns it off), N hostile actors run alongside the normal traffic
+(bench/hostile.py): slowloris headers, a body that stops, 200 KB header lines, idle sockets and large-prompt
+streams abandoned at their first chunk, while the large tier's upstream answers ``--garbage-rate`` of its
+connections with non-HTTP garbage. Then also: every slow or oversized client was cut off (408/431/closed),
+the slow bodies and abandoned streams are accounted too, and ``/healthz``, polled every 50 ms throughout,
+kept its p99 under ``--healthz-p99-ms``.
+
 Prints a JSON report; exit status 1 when a check fails.
 """
 
@@ -36,15 +43,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from hostile import GarbageProxy, Hostile
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "tg-soak-3c5e7a9b1d2f4e6a"
 KEY_HASH = "sha256:" + __import__("hashlib").sha256(KEY.encode()).hexdigest()
 CONFIG = """
-server: {{host: 127.0.0.1, port: {port}, shutdown_grace_s: 5}}
+server: {{host: 127.0.0.1, port: {port}, shutdown_grace_s: 5, header_timeout_s: 2, body_timeout_s: 2}}
 tiers:
   small: {{kind: openai, model: gpt-4o-mini, base_url: "{upstream}", timeout: {{connect: 2, read: 10, write: 5, pool: 10}}}}
-  large: {{kind: openai, model: gpt-4o, base_url: "{upstream}", timeout: {{connect: 2, read: 10, write: 5, pool: 10}}}}
+  large: {{kind: openai, model: gpt-4o, base_url: "{large_upstream}", timeout: {{connect: 2, read: 10, write: 5, pool: 10}}}}
 routing: {{router: random, seed: 7}}
 auth:
   keys: [{{name: soak, hash: "{key_hash}"}}]
@@ -210,8 +218,38 @@ async def hang_up_json(port: int, payload: dict[str, Any], headers: dict[str, st
     writer.transport.abort()
 
 
-async def run_load(args: argparse.Namespace, base: str, port: int, gateway_pid: int) -> dict[str, Any]:
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
+
+
+async def poll_healthz(base: str, stop: asyncio.Event, latencies: list[float]) -> None:
+    """GET /healthz every 50 ms on a kept-alive connection; a failed poll counts as 10 s."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                async with session.get(base + "/healthz") as response:
+                    await response.read()
+                    ok = response.status == 200
+            except (TimeoutError, aiohttp.ClientError):
+                ok = False
+            latencies.append(time.perf_counter() - started if ok else 10.0)
+            await asyncio.sleep(0.05)
+
+
+async def run_load(args: argparse.Namespace, base: str, port: int, gateway_pid: int,
+                   upstream_port: int, proxy_port: int) -> dict[str, Any]:
     tally = Tally()
+    stop = asyncio.Event()
+    healthz: list[float] = []
+    proxy = GarbageProxy(upstream_port, args.garbage_rate, args.seed)
+    hostiles = [Hostile(port, KEY, args.seed + n) for n in range(args.hostile_workers)]
+    side_tasks = []
+    if hostiles:
+        await proxy.start(proxy_port)
+        side_tasks = [asyncio.ensure_future(h.run(stop)) for h in hostiles]
+    side_tasks.append(asyncio.ensure_future(poll_healthz(base, stop, healthz)))
     rng = random.Random(args.seed)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in range(args.requests):
@@ -236,9 +274,17 @@ async def run_load(args: argparse.Namespace, base: str, port: int, gateway_pid: 
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await asyncio.gather(*(worker(session) for _ in range(args.concurrency)))
     duration = time.monotonic() - started
+    stop.set()
+    await asyncio.gather(*side_tasks)
     await asyncio.sleep(1.0)  # hung-up requests finish their accounting
     rss["end"] = rss_kib(gateway_pid)
-    return {"tally": tally, "duration_s": duration, "rss_kib": rss}
+    await proxy.close()
+    hostile: Counter[str] = Counter()
+    for each in hostiles:
+        hostile.update(each.tally.results)
+    return {"tally": tally, "duration_s": duration, "rss_kib": rss, "healthz": healthz,
+            "hostile": hostile, "hostile_app_requests": sum(h.tally.app_requests for h in hostiles),
+            "garbage_connections": proxy.garbage, "tunnelled_connections": proxy.tunnelled}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=10_000, help="RSS is compared between the first and last window")
     parser.add_argument("--max-rss-growth", type=float, default=0.10)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--hostile-workers", type=int, default=4, help="hostile actors alongside (0: none)")
+    parser.add_argument("--garbage-rate", type=float, default=0.2,
+                        help="share of the large tier's upstream connections answered with non-HTTP garbage")
+    parser.add_argument("--healthz-p99-ms", type=float, default=50.0)
     parser.add_argument("--progress", type=int, default=5000, help="print progress every N requests (0: never)")
     parser.add_argument("--logs", type=Path, default=None, help="directory for the servers' logs (default: temp)")
     args = parser.parse_args(argv)
@@ -257,18 +307,20 @@ def main(argv: list[str] | None = None) -> int:
 
     logs = args.logs or Path(tempfile.mkdtemp(prefix="tiergate-soak-"))
     logs.mkdir(parents=True, exist_ok=True)
-    upstream_port, port = free_port(), free_port()
+    upstream_port, port, proxy_port = free_port(), free_port(), free_port()
     upstream = spawn([sys.executable, "-m", "gateway.cli", "fake-upstream", "--port", str(upstream_port),
                       "--failure-rate", str(args.failure_rate)], logs / "fake-upstream.log")
     config = logs / "soak.yaml"
-    config.write_text(CONFIG.format(port=port, upstream=f"http://127.0.0.1:{upstream_port}/v1", key_hash=KEY_HASH))
+    large_port = proxy_port if args.hostile_workers else upstream_port
+    config.write_text(CONFIG.format(port=port, upstream=f"http://127.0.0.1:{upstream_port}/v1",
+                                    large_upstream=f"http://127.0.0.1:{large_port}/v1", key_hash=KEY_HASH))
     gateway = spawn([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--log-level", "warning"],
                     logs / "gateway.log")
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(f"http://127.0.0.1:{upstream_port}/v1/models", upstream)
         wait_ready(base + "/readyz", gateway)
-        outcome = asyncio.run(run_load(args, base, port, gateway.pid))
+        outcome = asyncio.run(run_load(args, base, port, gateway.pid, upstream_port, proxy_port))
         counters = metric_sums(base, ("tiergate_requests_total", "tiergate_retries_total",
                                       "tiergate_fallbacks_total"))
         accounted = counters["tiergate_requests_total"]
@@ -296,8 +348,22 @@ def main(argv: list[str] | None = None) -> int:
         "problems": tally.problems,
         "logs": str(logs),
     }
-    checks = {"no_unanswered_or_double": bad == 0, "accounting_equals_sent": accounted == tally.sent,
-              "rss_growth_ok": growth < args.max_rss_growth}
+    healthz = outcome["healthz"]
+    hostile = outcome["hostile"]
+    expected = tally.sent + outcome["hostile_app_requests"]
+    report["hostile"] = {"results": dict(sorted(hostile.items())), "reached_the_app": outcome["hostile_app_requests"],
+                         "garbage_upstream_connections": outcome["garbage_connections"],
+                         "tunnelled_upstream_connections": outcome["tunnelled_connections"]}
+    report["healthz_ms"] = {"polls": len(healthz), "p50": round(percentile(healthz, 50) * 1000, 2),
+                            "p99": round(percentile(healthz, 99) * 1000, 2), "max": round(max(healthz) * 1000, 2)}
+    report["accounted_expected"] = expected
+    not_cut = {k: v for k, v in hostile.items()
+               if k.split(":")[0] in ("slow_headers", "slow_body", "oversized_header", "idle")
+               and k.split(":")[1] not in ("408", "431", "closed", "reset")}
+    checks = {"no_unanswered_or_double": bad == 0, "accounting_equals_sent": accounted == expected,
+              "rss_growth_ok": growth < args.max_rss_growth,
+              "healthz_p99_ok": percentile(healthz, 99) * 1000 < args.healthz_p99_ms,
+              "hostile_clients_cut_off": not not_cut}
     report["checks"] = checks
     print(json.dumps(report, indent=2))
     return 0 if all(checks.values()) else 1

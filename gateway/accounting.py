@@ -12,7 +12,7 @@ from routers.base import RouteDecision
 log = logging.getLogger("tiergate.accounting")
 
 # How a request ended; a metric label.
-OUTCOMES = ("success", "client_error", "upstream_error", "timeout", "client_disconnected", "rejected")
+OUTCOMES = ("success", "client_error", "upstream_error", "timeout", "client_disconnected", "rejected", "internal")
 
 
 @dataclass(slots=True)
@@ -43,6 +43,9 @@ class RequestOutcome:
     retries: int = 0
     fallback: bool = False
     prompt_text: str | None = None  # only kept when the request log is told to keep prompts
+    estimated_prompt_tokens: int = 0  # from the prompt's characters, at admission
+    streamed_chars: int = 0  # content characters passed to the client in stream chunks
+    usage_estimated: bool = False  # no usage came back: the token counts (and cost) are estimates
     extra: dict[str, Any] = field(default_factory=dict)
 
     def set_usage(self, usage: Any) -> None:
@@ -53,6 +56,33 @@ class RequestOutcome:
         self.completion_tokens = _count(usage.get("completion_tokens"))
         details = usage.get("prompt_tokens_details")
         self.cached_prompt_tokens = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+
+
+    def note_chunk(self, chunk: Any) -> None:
+        """Count the content characters of a stream chunk, for an estimate if the usage never comes."""
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            content = delta.get("content") if isinstance(delta, dict) else None
+            if isinstance(content, str):
+                self.streamed_chars += len(content)
+
+    def estimate_missing_usage(self) -> None:
+        """Never optimistic: a request the upstream received (and bills) but whose usage never arrived (the
+        client left before the usage chunk, the stream broke, a backend does not report usage) is counted
+        at its prompt estimate plus the content streamed so far, flagged as estimated."""
+        if self.prompt_tokens or self.completion_tokens or self.tier is None:
+            return
+        if self.outcome not in ("success", "client_disconnected") and self.error_kind not in BILLED_FAILURES:
+            return  # refused before the upstream did any work (an HTTP error status, no connection)
+        self.prompt_tokens = self.estimated_prompt_tokens
+        self.completion_tokens = -(-self.streamed_chars // CHARS_PER_TOKEN)
+        self.usage_estimated = bool(self.prompt_tokens or self.completion_tokens)
+
+
+# Failures after which the upstream may well have done (and billed) the work.
+BILLED_FAILURES = frozenset({"timeout", "read", "protocol", "stream_error"})
+# Rough characters per token for estimates before (or without) the upstream's own count.
+CHARS_PER_TOKEN = 4
 
 
 def _count(value: Any) -> int:
@@ -97,6 +127,7 @@ class Accountant:
         outcome.duration_seconds = time.perf_counter() - outcome.started
         if outcome.extra.get("_open"):
             self.in_flight -= 1
+        outcome.estimate_missing_usage()
         self.price(outcome)
         for sink in self.sinks:
             try:

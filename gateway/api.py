@@ -10,11 +10,13 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from gateway.accounting import RequestOutcome
 from gateway.backends.base import ChatObject
-from gateway.errors import GatewayError, PayloadTooLargeError, UpstreamError
+from gateway.errors import ClientDisconnectedError, GatewayError, PayloadTooLargeError, UpstreamError
+from gateway.http.origin import require_json
 from gateway.log_context import request_id
 from gateway.protocol import parse_body, validate_chat
 from gateway.sse import DONE, SSEResponse, error_events, event
@@ -52,11 +54,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientDisconnectedError("the client disconnected while sending its request") from None
     return b"".join(chunks)
 
 
@@ -67,8 +72,19 @@ def outcome_from_error(outcome: RequestOutcome, error: GatewayError) -> None:
         outcome.error_kind = error.kind
     elif error.status == 429:
         outcome.outcome = "rejected"
+    elif error.status == 499:
+        outcome.outcome = "client_disconnected"
+    elif error.status == 500:
+        outcome.outcome = "internal"
     else:
         outcome.outcome = "client_error"
+
+
+def internal_error(exc: Exception, rid: str) -> GatewayError:
+    """One error line with the request id; the traceback only at debug level."""
+    log.error("request %s failed inside the gateway: %s: %s", rid, type(exc).__name__, exc)
+    log.debug("traceback of request %s", rid, exc_info=exc)
+    return GatewayError("internal error in the gateway", code="internal_error")
 
 
 def build_api() -> APIRouter:
@@ -81,17 +97,19 @@ def build_api() -> APIRouter:
         outcome = state.accountant.open(rid)  # counted in flight until finished
         streaming = False
         try:
+            require_json(headers.get("content-type"))
             body = parse_body(await read_body(request, state.settings.server.max_body_bytes))
+            if not state.loaded:
+                raise GatewayError("the gateway is still loading its models; retry shortly", status=503,
+                                   code="model_loading", headers={"retry-after": "5"})
+            # Cheap checks (size, message count, depth, the key's rate limit) before the full schema validation.
+            await state.admit(request, body, outcome)
             chat = validate_chat(body)
             outcome.stream = bool(chat.stream)
             outcome.requested_model = chat.model
             if state.settings.request_log.include_prompts:  # the text the router scored, for re-training
                 outcome.prompt_text = routing_text(
                     body["messages"], include_system=state.settings.routing.include_system_prompt)
-            if not state.loaded:
-                raise GatewayError("the gateway is still loading its models; retry shortly", status=503,
-                                   code="model_loading", headers={"retry-after": "5"})
-            await state.admit(request, body, outcome)
             decision = await state.check_budget(body, outcome, await state.service.decide(body, headers, outcome))
             if chat.stream:
                 first, chunks = await state.service.open_stream(body, headers, outcome, decision)
@@ -109,6 +127,10 @@ def build_api() -> APIRouter:
         except asyncio.CancelledError:
             outcome.outcome, outcome.status = "client_disconnected", 499
             raise
+        except Exception as exc:  # a bug: still one outcome, one log line, an OpenAI-shaped 500
+            crash = internal_error(exc, rid)
+            outcome_from_error(outcome, crash)
+            return error_response(crash, state.error_headers(outcome, crash, rid))
         finally:
             if not streaming:
                 state.accountant.finish(outcome)
@@ -147,6 +169,7 @@ async def stream_events(state: GatewayState, outcome: RequestOutcome, first: Cha
         while chunk is not None:
             if chunk.get("usage"):
                 outcome.set_usage(chunk["usage"])
+            outcome.note_chunk(chunk)
             if include_usage or chunk.get("choices") or not chunk.get("usage"):
                 if chunk:
                     yield event(chunk)
@@ -158,9 +181,8 @@ async def stream_events(state: GatewayState, outcome: RequestOutcome, first: Cha
     except (asyncio.CancelledError, GeneratorExit):
         outcome.outcome, outcome.status = "client_disconnected", 499
         raise
-    except Exception:  # a bug here must not cut the stream off: the 200 is out, so it too travels in-band
-        log.exception("stream failed inside the gateway")
-        crash = GatewayError("internal error in the gateway")
+    except Exception as exc:  # a bug here must not cut the stream off: the 200 is out, so it too travels in-band
+        crash = internal_error(exc, outcome.request_id)
         outcome_from_error(outcome, crash)
         yield error_events(crash)
     finally:

@@ -21,6 +21,7 @@ from gateway.backends.factory import build_backend
 from gateway.backends.requirements import check_backend_requirements
 from gateway.errors import GatewayError, InvalidRequestError
 from gateway.guard import Guard, GuardMiddleware
+from gateway.http.origin import HostCheckMiddleware, allowed_hosts
 from gateway.observability import Observability, share_controller
 from gateway.openapi import install_openapi
 from gateway.service import ChatService
@@ -107,6 +108,9 @@ def create_app(
     app.state.metrics_registry = observability.metrics.registry  # the worker supervisor exports it
     assert state.guard is not None
     app.add_middleware(GuardMiddleware, guard=state.guard)
+    hosts = allowed_hosts(settings, state.guard.authenticator.enabled)
+    if hosts:  # outside the guard: a forged Host is refused before authentication
+        app.add_middleware(HostCheckMiddleware, allowed=hosts)
     log_context.install(log_context.upstream_secrets(settings))  # request ids on log lines; upstream keys redacted
     app.include_router(build_api())
     app.include_router(observability.api)

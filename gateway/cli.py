@@ -28,6 +28,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.http.connection_limits import server_options
 
     updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if updates:
@@ -43,10 +44,10 @@ def serve(args: argparse.Namespace) -> int:
         host=settings.server.host,
         port=settings.server.port,
         loop="uvloop",
-        http="httptools",
         access_log=False,
         log_level=args.log_level,
         timeout_graceful_shutdown=int(settings.server.shutdown_grace_s),
+        **server_options(settings.server),  # httptools with connection limits
     )
     return 0
 

@@ -68,6 +68,20 @@ class PayloadTooLargeError(GatewayError):
     code = "request_too_large"
 
 
+class UnsupportedMediaTypeError(GatewayError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+class ClientDisconnectedError(GatewayError):
+    """The client hung up before its request was read; nobody reads the answer (499, nginx's convention)."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_disconnected"
+
+
 class RateLimitError(GatewayError):
     status = 429
     type = "rate_limit_exceeded"

@@ -42,11 +42,11 @@ class Guard:
         outcome.extra[PRINCIPAL_KEY] = principal
         principal.check_model(str(body.get("model")))
         chars = check_request(body, self.limits)
+        estimate = outcome.estimated_prompt_tokens = estimate_tokens(chars)
         rule = Rule(principal.requests_per_minute or self.limits.requests_per_minute,
                     principal.tokens_per_minute or self.limits.tokens_per_minute)
         if rule.unlimited():
             return
-        estimate = estimate_tokens(chars)
         wait = await self.limiter.acquire(principal.name, rule, estimate)
         if wait > 0:
             raise rate_limited("requests or tokens per minute", wait)

@@ -10,12 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.accounting import CHARS_PER_TOKEN
 from gateway.errors import BackendOverloadedError, InvalidRequestError, RateLimitError
 from gateway.settings import LimitSettings
 from routers.base import Tier
-
-# Rough characters per token for estimating a prompt before the upstream has counted it.
-CHARS_PER_TOKEN = 4
 
 
 def message_chars(messages: Any) -> int:
@@ -46,15 +44,19 @@ def too_deep(value: Any, limit: int) -> bool:
 
 
 def check_request(body: dict[str, Any], limits: LimitSettings) -> int:
-    """Reject oversized requests with a 400 naming the param; returns the character count."""
-    for param, value in body.items():
-        if too_deep(value, limits.max_depth):
-            raise InvalidRequestError(f"'{param}' is nested more than {limits.max_depth} levels deep", param=param)
-    messages = body.get("messages") or []
-    if len(messages) > limits.max_messages:
+    """Reject oversized requests with a 400 naming the param; returns the character count.
+
+    Runs before the schema validation (the body is any JSON object here), cheapest check first.
+    """
+    messages = body.get("messages")
+    if isinstance(messages, list) and len(messages) > limits.max_messages:
         raise InvalidRequestError(
             f"too many messages: {len(messages)} (at most {limits.max_messages})", param="messages",
             code="too_many_messages")
+    for param, value in body.items():
+        if too_deep(value, limits.max_depth):
+            raise InvalidRequestError(f"'{param}' is nested more than {limits.max_depth} levels deep", param=param)
+    messages = messages if isinstance(messages, list) else []
     chars = message_chars(messages)
     if chars > limits.max_total_chars:
         raise InvalidRequestError(

@@ -40,6 +40,7 @@ def log_record(outcome: RequestOutcome, include_prompts: bool = False) -> dict[s
         "completion_tokens": outcome.completion_tokens,
         "cached_prompt_tokens": outcome.cached_prompt_tokens,
         "cost_usd": outcome.cost_usd,
+        "usage_estimated": outcome.usage_estimated,
         "counterfactual_cost_usd": outcome.counterfactual_cost_usd,
         "routing_seconds": outcome.routing_seconds,
         "upstream_seconds": outcome.upstream_seconds,

@@ -15,6 +15,7 @@ from gateway.errors import GatewayError, PermissionDeniedError, UpstreamError, U
 from gateway.failures import BREAKER_CATEGORIES, CircuitBreaker, failure_category, retry_after_seconds
 from gateway.limits import Bulkhead, check_max_tokens
 from gateway.log_context import upstream_secrets
+from gateway.redaction import Redactor
 from gateway.settings import Settings
 from routers.base import RouteDecision, Tier
 
@@ -34,7 +35,7 @@ class Resilience:
         self.sleep = sleep
         self.breakers = {tier: CircuitBreaker(f"backend:{tier}", self.policy.breaker) for tier in backends}
         self.bulkheads: dict[Tier, Bulkhead] = {}
-        self.secrets = upstream_secrets(settings)
+        self.redact = Redactor(upstream_secrets(settings))
         for tier, cfg in settings.tiers.items():
             if tier in backends and getattr(cfg, "kind", "") == "openai":
                 wait = cfg.timeout.pool  # type: ignore[union-attr]
@@ -105,7 +106,7 @@ class Resilience:
             kept = False
             try:
                 release = await bulkhead.acquire() if bulkhead is not None else None
-                result = await call(backend)
+                result = await guarded(call, backend)
                 if hold is not None and release is not None:
                     hold.append(release)
                     kept = True
@@ -137,18 +138,19 @@ class Resilience:
             await self.sleep(delay)
 
     def _sanitize(self, tier: Tier, error: GatewayError) -> GatewayError:
-        """An upstream's 401/403 is about the gateway's own key: never pass it (or its text) to the client."""
+        """An upstream's 401/403, or an error coded as being about the account (a 400 ``invalid_api_key``, a
+        429 ``insufficient_quota``), concerns the gateway's own credentials: a 502 without its text. Every
+        other error has any part of an upstream secret removed from every field."""
         cfg = self.settings.tiers.get(tier)
         forwarding = bool(getattr(cfg, "forward_client_authorization", False))
         status = getattr(error, "upstream_status", error.status)
-        if isinstance(error, UpstreamStatusError) and status in (401, 403) and not forwarding:
-            log.error("upstream for tier %s rejected the gateway's credentials (HTTP %d)", tier, status)
+        if isinstance(error, UpstreamStatusError) and not forwarding and (
+                status in (401, 403) or error.code in OWN_CREDENTIAL_CODES or error.type in OWN_CREDENTIAL_CODES):
+            log.error("upstream for tier %s rejected the gateway's credentials (HTTP %d, %s)", tier, status,
+                      self.redact(str(error.code or error.type)))
             return UpstreamError(f"upstream for tier {tier} rejected the gateway's credentials",
                                  kind="upstream_auth")
-        for secret in self.secrets:
-            if secret in error.message:
-                error.message = error.message.replace(secret, "[redacted]")
-        return error
+        return redact_error(error, self.redact)
 
     def _delay(self, attempt: int, error: GatewayError, category: str | None) -> float | None:
         retry = self.policy.retry
@@ -192,15 +194,33 @@ class Resilience:
         hold: list[Release] = []
         first, chunks = await self.run(body, decision, outcome, start_and_note, call, hold)
         tier = tier_holder[-1]
-        return first, WatchedStream(chunks, self.breakers[tier], hold)
+        return first, WatchedStream(chunks, self.breakers[tier], hold, self.redact)
+
+
+# Upstream error codes (or types) that are about the account the gateway calls with, not the request.
+OWN_CREDENTIAL_CODES = frozenset({"invalid_api_key", "invalid_organization", "invalid_project",
+                                  "account_deactivated", "insufficient_quota", "billing_hard_limit_reached"})
+
+
+def redact_error(error: GatewayError, redact: Redactor) -> GatewayError:
+    """``error`` with secret fragments removed from message, type, code and param (in place)."""
+    if redact:
+        error.message = redact(error.message)
+        error.type = redact(error.type)
+        error.code = None if error.code is None else redact(str(error.code))
+        error.param = None if error.param is None else redact(str(error.param))
+    return error
+
 
 class WatchedStream:
     """The chunks after the first: a failure counts against the breaker; closing (even unstarted) frees the slot."""
 
-    def __init__(self, chunks: AsyncIterator[ChatObject], breaker: CircuitBreaker, hold: list[Release]) -> None:
+    def __init__(self, chunks: AsyncIterator[ChatObject], breaker: CircuitBreaker, hold: list[Release],
+                 redact: Redactor | None = None) -> None:
         self.chunks = chunks
         self.breaker = breaker
         self.hold = hold
+        self.redact = redact or Redactor(())
 
     def __aiter__(self) -> WatchedStream:
         return self
@@ -211,6 +231,7 @@ class WatchedStream:
         except GatewayError as error:
             if failure_category(error) in BREAKER_CATEGORIES:
                 self.breaker.failure()
+            redact_error(error, self.redact)
             raise
 
     async def aclose(self) -> None:
@@ -220,6 +241,19 @@ class WatchedStream:
             hold, self.hold = self.hold, []
             for release in hold:
                 release()
+
+
+async def guarded(call: Callable[[Backend], Awaitable[T]], backend: Backend) -> T:
+    """A backend failing with something other than a GatewayError broke its contract: an unknown upstream
+    failure (502 ``protocol``), which counts against its breaker like any other."""
+    try:
+        return await call(backend)
+    except GatewayError:
+        raise
+    except Exception as exc:
+        log.error("backend %s failed unexpectedly: %s: %s", backend.name, type(exc).__name__, exc)
+        log.debug("traceback of the failure of backend %s", backend.name, exc_info=exc)
+        raise UpstreamError(f"upstream {backend.name} failed", kind="protocol") from exc
 
 
 async def close_iterator(chunks: AsyncIterator[Any]) -> None:

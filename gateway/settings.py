@@ -31,6 +31,9 @@ class Timeouts(Strict):
     read: float = Field(120.0, gt=0)
     write: float = Field(30.0, gt=0)
     pool: float = Field(10.0, gt=0)
+    # A whole JSON answer, or a stream's first chunk, within this (each try); None = no bound.
+    total: float | None = Field(600.0, gt=0)
+    stream_total: float | None = Field(None, gt=0)  # a whole stream, first chunk to [DONE]; None = no bound
 
 
 class Price(Strict):
@@ -54,6 +57,8 @@ class OpenAIBackend(Strict):
     max_connections: int = Field(512, ge=1)
     max_concurrency: int | None = Field(None, ge=1)  # in-flight cap; None = unbounded
     max_queue: int = Field(1024, ge=0)
+    max_response_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # a JSON answer; larger = 502
+    max_event_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # one SSE event of a stream; larger = error
 
 
 class LocalBackend(Strict):
@@ -111,6 +116,15 @@ class ServerSettings(Strict):
     # background. True: the lifespan waits for the models before the server accepts anything.
     load_before_serving: bool = False
     workers: int = Field(1, ge=1, le=64)  # processes sharing the port (``tiergate serve --workers``)
+    # Connection limits, enforced before the app sees a request (gateway.http.connection_limits).
+    max_connections: int = Field(4096, ge=1)  # more are answered 503 and closed at once
+    max_header_bytes: int = Field(32 * 1024, ge=1024)  # request line plus headers; more = 431
+    header_timeout_s: float = Field(10.0, gt=0)  # from connect (or a request's first byte) to its last header
+    body_timeout_s: float = Field(60.0, gt=0)  # from the last header to the body's last byte
+    keep_alive_s: int = Field(5, ge=1)  # an idle connection between requests is closed after this
+    # Host header values accepted (port ignored). None: loopback names when bound to loopback with auth off
+    # (a web page cannot spend through a local gateway by DNS rebinding), else any; [] = any.
+    allowed_hosts: list[str] | None = None
 
 
 class ApiKeySettings(Strict):

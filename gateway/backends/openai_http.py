@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,22 +14,41 @@ from httpx_aiohttp import AiohttpTransport
 
 from gateway.backends.base import ChatBody, ChatObject
 from gateway.errors import UpstreamError, UpstreamStatusError, UpstreamTimeoutError
+from gateway.http.sse_decoder import EventTooLargeError, SSEDecoder, is_event_stream
 from gateway.settings import OpenAIBackend
 
 # Forwarded from the client only when the backend is configured to (see forward_client_authorization).
 CLIENT_AUTH_HEADER = "authorization"
 
 
-def transport_error(exc: Exception, backend: str) -> UpstreamError:
-    """Map a transport exception to a gateway error, judging by the original aiohttp exception where there is one."""
+# Bytes of an upstream error body kept for its message; the rest is not read.
+MAX_ERROR_BODY = 64 * 1024
+
+
+def transport_error(exc: BaseException, backend: str) -> UpstreamError:
+    """Map a transport exception to a gateway error, judging by the original aiohttp exception where there is one.
+
+    httpx-aiohttp maps every aiohttp connection error it does not know (a server closing the connection
+    before answering, a reset) to ``httpx.ConnectTimeout``: those are told apart by the cause, and are
+    retryable ``read`` failures, not timeouts. Anything aiohttp raises that is not a transport error (a
+    response that is not HTTP) is a ``protocol`` failure.
+    """
     cause = exc.__cause__ or exc
-    if isinstance(cause, (aiohttp.ServerTimeoutError, TimeoutError)) or (
-        isinstance(exc, httpx.TimeoutException) and not isinstance(cause, aiohttp.ClientConnectorError)
-    ):
-        return UpstreamTimeoutError(f"upstream {backend} timed out")
     if isinstance(cause, (aiohttp.ClientConnectorError, ConnectionRefusedError)) or isinstance(exc, httpx.ConnectError):
         return UpstreamError(f"cannot connect to upstream {backend}", kind="connect")
-    return UpstreamError(f"upstream {backend} broke the connection", kind="read")
+    if isinstance(cause, (aiohttp.ServerTimeoutError, TimeoutError)) or (
+        isinstance(exc, httpx.TimeoutException) and not isinstance(cause, aiohttp.ClientConnectionError)
+    ):
+        return UpstreamTimeoutError(f"upstream {backend} timed out")
+    if isinstance(cause, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)) or isinstance(
+        exc, (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+    ):
+        return UpstreamError(f"upstream {backend} closed the connection", kind="read")
+    return UpstreamError(f"upstream {backend} sent a response that is not valid HTTP", kind="protocol")
+
+
+# What the transport may raise: httpx's errors, and aiohttp's that httpx-aiohttp passes through unmapped.
+TRANSPORT_ERRORS = (httpx.HTTPError, aiohttp.ClientError)
 
 
 def parse_error_body(raw: bytes, status: int) -> dict[str, Any]:
@@ -60,6 +80,8 @@ class OpenAIHTTPBackend:
         timeout = settings.timeout
         self._timeout = {"connect": timeout.connect, "read": timeout.read, "write": timeout.write,
                          "pool": timeout.pool}
+        self._total = timeout.total
+        self._stream_total = timeout.stream_total
         self._headers = httpx.Headers({"content-type": "application/json", "accept": "application/json",
                                        "host": self._url.netloc.decode("ascii")})
         if settings.api_key_env:
@@ -93,25 +115,44 @@ class OpenAIHTTPBackend:
     async def _send(self, request: httpx.Request) -> httpx.Response:
         try:
             response = await self.transport.handle_async_request(request)
-        except httpx.HTTPError as exc:
+        except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, self.name) from exc
         if response.status_code >= 400:
-            raw = await self._read(response)
+            raw = await self._read(response, MAX_ERROR_BODY, truncate=True)
             headers = {k: response.headers[k] for k in PASSED_ERROR_HEADERS if k in response.headers}
             raise UpstreamStatusError(response.status_code, parse_error_body(raw, response.status_code), headers)
         return response
 
-    async def _read(self, response: httpx.Response) -> bytes:
-        """The whole body, with the connection released either way."""
+    async def _read(self, response: httpx.Response, limit: int, truncate: bool = False) -> bytes:
+        """The body, at most ``limit`` bytes (beyond it: cut, or a ``protocol`` error); the connection is
+        released either way."""
+        too_large = UpstreamError(f"upstream {self.name} sent an answer larger than {limit} bytes", kind="protocol")
         try:
-            return await response.aread()
-        except httpx.HTTPError as exc:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit and not truncate:
+                raise too_large
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    if truncate:
+                        break
+                    raise too_large
+            return b"".join(chunks)[:limit]
+        except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, self.name) from exc
         finally:
             await response.aclose()
 
     async def complete(self, body: ChatBody, client_headers: dict[str, str] | None = None) -> ChatObject:
-        raw = await self._read(await self._send(self._request(body, client_headers)))
+        try:
+            async with asyncio.timeout(self._total):
+                response = await self._send(self._request(body, client_headers))
+                raw = await self._read(response, self.settings.max_response_bytes)
+        except TimeoutError:
+            raise UpstreamTimeoutError(f"upstream {self.name} did not answer within {self._total:g} s") from None
         try:
             answer = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -123,9 +164,20 @@ class OpenAIHTTPBackend:
     async def stream(self, body: ChatBody, client_headers: dict[str, str] | None = None) -> AsyncIterator[ChatObject]:
         options = body.get("stream_options")
         options = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
-        response = await self._send(self._request({**body, "stream_options": options}, client_headers))
+        loop = asyncio.get_running_loop()
+        first_by = None if self._total is None else loop.time() + self._total
         try:
-            async for chunk in _sse_objects(response, self.name):
+            async with asyncio.timeout_at(first_by):
+                response = await self._send(self._request({**body, "stream_options": options}, client_headers))
+        except TimeoutError:
+            raise UpstreamTimeoutError(f"upstream {self.name} did not answer within {self._total:g} s") from None
+        try:
+            content_type = response.headers.get("content-type")
+            if not is_event_stream(content_type):
+                raise UpstreamError(f"upstream {self.name} answered a stream request with {content_type!r}, "
+                                    "not text/event-stream", kind="protocol")
+            deadlines = Deadlines(loop, first_by, self._stream_total)
+            async for chunk in _sse_objects(response, self.name, self.settings.max_event_bytes, deadlines):
                 yield chunk
         finally:
             # Runs when the client goes away too (the consumer closes this generator): frees the connection.
@@ -137,32 +189,58 @@ class OpenAIHTTPBackend:
         self._transport = None
 
 
-async def _sse_objects(response: httpx.Response, backend: str) -> AsyncIterator[ChatObject]:
-    """Parse ``data:`` events from the byte stream, tolerating events split across reads."""
-    buffer = b""
-    done = False
+class Deadlines:
+    """When the next read of a stream must end: the first chunk by ``first_by``, the whole stream within
+    ``stream_total`` of it. Either may be None (no bound)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, first_by: float | None, stream_total: float | None) -> None:
+        self.loop = loop
+        self.first_by = first_by
+        self.stream_total = stream_total
+        self.whole_by: float | None = None
+        self.started = False
+
+    def next_read(self) -> float | None:
+        return self.whole_by if self.started else self.first_by
+
+    def first_chunk_seen(self) -> None:
+        if not self.started:
+            self.started = True
+            self.whole_by = None if self.stream_total is None else self.loop.time() + self.stream_total
+
+
+async def _sse_objects(response: httpx.Response, backend: str, max_event_bytes: int,
+                       deadlines: Deadlines) -> AsyncIterator[ChatObject]:
+    """Chunk objects from the ``data:`` events of the byte stream, each byte scanned once."""
+    decoder = SSEDecoder(max_event_bytes)
+    pieces = response.aiter_bytes()
     try:
-        async for piece in response.aiter_bytes():
-            # SSE allows CRLF line ends (sse-starlette servers send them); a CR cut from its LF by a read
-            # boundary stays in the buffer and is joined when the next piece arrives.
-            buffer = (buffer + piece).replace(b"\r\n", b"\n")
-            while True:
-                end = buffer.find(b"\n\n")
-                if end < 0:
-                    break
-                event, buffer = buffer[:end], buffer[end + 2 :]
-                for line in event.split(b"\n"):
-                    if not line.startswith(b"data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        done = True
-                        return
-                    yield _event_object(data, backend)
-    except httpx.HTTPError as exc:
+        while True:
+            deadline = deadlines.next_read()
+            try:
+                if deadline is None:
+                    piece = await anext(pieces, None)
+                else:
+                    async with asyncio.timeout_at(deadline):
+                        piece = await anext(pieces, None)
+            except TimeoutError:
+                raise UpstreamTimeoutError(f"upstream {backend} did not finish in time") from None
+            if piece is None:
+                break
+            try:
+                events = decoder.feed(piece)
+            except EventTooLargeError as exc:
+                raise UpstreamError(f"upstream {backend}: {exc}", kind="protocol") from None
+            for data in events:
+                if data.strip() == b"[DONE]":
+                    return
+                deadlines.first_chunk_seen()
+                yield _event_object(data, backend)
+    except TRANSPORT_ERRORS as exc:
         raise transport_error(exc, backend) from exc
-    if not done:
-        raise UpstreamError(f"upstream {backend} ended the stream without [DONE]", kind="read")
+    finally:
+        await pieces.aclose()  # type: ignore[attr-defined]
+    raise UpstreamError(f"upstream {backend} ended the stream without [DONE]", kind="read")
 
 
 def _event_object(data: bytes, backend: str) -> ChatObject:

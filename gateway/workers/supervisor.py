@@ -36,10 +36,12 @@ def worker_app() -> Any:
     """The ASGI app of one worker (uvicorn imports this in every worker process)."""
     from gateway.app import create_app
     from gateway.cli import set_openmp_wait_policy
+    from gateway.http.connection_limits import bind_worker_limits
     from gateway.workers.metrics_dir import WorkerMetrics, WorkerMetricsMiddleware
 
     settings = load_settings()
     set_openmp_wait_policy(settings)
+    bind_worker_limits(settings.server)  # before the first connection: the protocol reads them per connection
     app = create_app(settings)
     directory = os.environ.get(METRICS_DIR_ENV)
     if not directory:
@@ -51,6 +53,8 @@ def worker_app() -> Any:
 def serve_workers(settings: Settings, config: str | None, workers: int, log_level: str) -> int:
     """Run ``workers`` processes on ``server.host:server.port``; SIGTERM drains every worker."""
     import uvicorn
+
+    from gateway.http.connection_limits import worker_server_options
 
     prepare_models_once(settings)
     given = os.environ.get(METRICS_DIR_ENV)  # an operator's (or a test's) own directory is kept
@@ -70,10 +74,10 @@ def serve_workers(settings: Settings, config: str | None, workers: int, log_leve
             host=settings.server.host,
             port=settings.server.port,
             loop="uvloop",
-            http="httptools",
             access_log=False,
             log_level=log_level,
             timeout_graceful_shutdown=int(settings.server.shutdown_grace_s),
+            **worker_server_options(settings.server),  # httptools with connection limits, in every worker
         )
     finally:
         if not given:

@@ -77,3 +77,18 @@ def test_sigterm_drains_in_flight_requests_of_every_worker(fake_upstream: FakeUp
         gateway.stop()
     assert results == [200] * 4
     assert code == 0
+
+
+def test_workers_keep_the_connection_limits(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
+    server = {"host": "127.0.0.1", "load_before_serving": True, "shutdown_grace_s": 10, "max_header_bytes": 4096}
+    gateway = GatewayProcess(tmp_path, process_config(fake_upstream.url, server=server), workers=2)  # type: ignore[attr-defined]
+    gateway.start()
+    try:
+        statuses = set()
+        for _ in range(6):  # new connections, so both workers are asked
+            response = httpx.post(gateway.url + CHAT, json=BODY, headers={"x-padding": "a" * 8192}, timeout=10)
+            statuses.add(response.status_code)
+        assert statuses == {431}
+        assert post(gateway.url) == 200
+    finally:
+        gateway.stop()

@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.app import create_app
 from gateway.fake_upstream import ServerThread
+from gateway.http.connection_limits import server_options
 from gateway.settings import Settings
 from tests.support.doubles import FixedRouter
 
@@ -34,6 +35,6 @@ def upstream_settings(upstream_url: str, **sections: Any) -> Settings:
 def running_gateway(settings: Settings, router: Any = None, **app_kwargs: Any) -> Iterator[ServerThread]:
     """The gateway app on a loopback port, in a thread; ``.url`` is its base URL, ``.app`` the FastAPI app."""
     app = create_app(settings, router=router if router is not None else FixedRouter(0.1), **app_kwargs)
-    with ServerThread(app) as server:
+    with ServerThread(app, **server_options(settings.server)) as server:
         server.app = app  # type: ignore[attr-defined]
         yield server

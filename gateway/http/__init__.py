@@ -1,0 +1,1 @@
+"""The HTTP edge: connection limits, host checks and the upstream SSE decoder."""
