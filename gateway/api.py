@@ -92,7 +92,7 @@ def build_api() -> APIRouter:
                 raise GatewayError("the gateway is still loading its models; retry shortly", status=503,
                                    code="model_loading", headers={"retry-after": "5"})
             await state.admit(request, body, outcome)
-            decision = await state.service.decide(body, headers, outcome)
+            decision = await state.steering.decide(body, headers, outcome)
             if chat.stream:
                 first, chunks = await state.service.open_stream(body, headers, outcome, decision)
                 include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
@@ -100,6 +100,7 @@ def build_api() -> APIRouter:
                 streaming = True
                 return SSEResponse(events, decision_headers(outcome.decision or decision, outcome.model or "", rid))
             answer = await state.service.complete(body, headers, outcome, decision)
+            await state.steering.issued(answer, outcome)  # a tool loop's next turn comes back to this tier
             out_headers = decision_headers(outcome.decision or decision, outcome.model or "", rid)
             out_headers.update(state.answer_headers(outcome))
             return json_response(answer, headers=out_headers)
@@ -147,6 +148,8 @@ async def stream_events(state: GatewayState, outcome: RequestOutcome, first: Cha
         while chunk is not None:
             if chunk.get("usage"):
                 outcome.set_usage(chunk["usage"])
+            elif chunk.get("choices"):
+                await state.steering.issued(chunk, outcome)
             if include_usage or chunk.get("choices") or not chunk.get("usage"):
                 if chunk:
                     yield event(chunk)

@@ -26,6 +26,7 @@ from gateway.openapi import install_openapi
 from gateway.service import ChatService
 from gateway.settings import Settings
 from gateway.state import GatewayState
+from gateway.surface import build_surface_api
 from routers.base import Router, Tier
 
 log = logging.getLogger("tiergate")
@@ -101,6 +102,7 @@ def create_app(
     log_context.install(log_context.upstream_secrets(settings))  # request ids on log lines; upstream keys redacted
     app.include_router(build_api())
     app.include_router(observability.api)
+    app.include_router(build_surface_api(state))  # last: it answers unknown /v1 paths
     install_error_handlers(app)
     install_openapi(app)
     return app

@@ -54,7 +54,8 @@ class OpenAIHTTPBackend:
         self.model = settings.model
         self.settings = settings
         self.upstream_model = settings.upstream_model or settings.model
-        self._url = httpx.URL(settings.base_url.rstrip("/") + "/chat/completions")
+        self._base = settings.base_url.rstrip("/")
+        self._url = httpx.URL(self._base + "/chat/completions")
         self._transport = transport
         self._owns_transport = transport is None
         timeout = settings.timeout
@@ -79,15 +80,16 @@ class OpenAIHTTPBackend:
             raise UpstreamError(f"backend {self.name} is not started", kind="connect")
         return self._transport
 
-    def _request(self, body: ChatBody, client_headers: dict[str, str] | None) -> httpx.Request:
+    def _request(self, body: ChatBody, client_headers: dict[str, str] | None, url: httpx.URL | None = None,
+                 model: str | None = None) -> httpx.Request:
         headers = self._headers
         if self.settings.forward_client_authorization and client_headers and CLIENT_AUTH_HEADER in client_headers:
             headers = headers.copy()
             headers["authorization"] = client_headers[CLIENT_AUTH_HEADER]
-        content = orjson.dumps({**body, "model": self.upstream_model})
+        content = orjson.dumps({**body, "model": model or self.upstream_model})
         # Built directly and sent on the transport: httpx's client layer (URL merging, cookies, redirects)
         # costs as much as the transport itself, and a proxy needs none of it.
-        return httpx.Request("POST", self._url, headers=headers, content=content,
+        return httpx.Request("POST", url or self._url, headers=headers, content=content,
                              extensions={"timeout": self._timeout})
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
@@ -111,7 +113,14 @@ class OpenAIHTTPBackend:
             await response.aclose()
 
     async def complete(self, body: ChatBody, client_headers: dict[str, str] | None = None) -> ChatObject:
-        raw = await self._read(await self._send(self._request(body, client_headers)))
+        return await self.post_json("/chat/completions", body, client_headers)
+
+    async def post_json(self, path: str, body: dict[str, Any], client_headers: dict[str, str] | None = None,
+                        model: str | None = None) -> dict[str, Any]:
+        """POST ``body`` to ``{base_url}{path}`` (``model`` replaced by ``model`` or the upstream model name)
+        and return the JSON object answered."""
+        url = self._url if path == "/chat/completions" else httpx.URL(self._base + path)
+        raw = await self._read(await self._send(self._request(body, client_headers, url, model)))
         try:
             answer = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -131,14 +140,31 @@ class OpenAIHTTPBackend:
             # Runs when the client goes away too (the consumer closes this generator): frees the connection.
             await response.aclose()
 
+    async def post_stream(self, path: str, body: dict[str, Any], client_headers: dict[str, str] | None = None,
+                          model: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """POST a streaming request and yield each SSE event's JSON object as sent. A stream may end with
+        ``[DONE]`` (chat, completions) or after a terminal ``response.*`` event (the Responses API)."""
+        url = httpx.URL(self._base + path)
+        response = await self._send(self._request(body, client_headers, url, model))
+        try:
+            async for event in _sse_objects(response, self.name, passthrough=True):
+                yield event
+        finally:
+            await response.aclose()
+
     async def aclose(self) -> None:
         if self._transport is not None and self._owns_transport:
             await self._transport.aclose()
         self._transport = None
 
 
-async def _sse_objects(response: httpx.Response, backend: str) -> AsyncIterator[ChatObject]:
-    """Parse ``data:`` events from the byte stream, tolerating events split across reads."""
+# The Responses API ends its streams with one of these instead of ``[DONE]``.
+TERMINAL_EVENTS = ("response.completed", "response.failed", "response.incomplete")
+
+
+async def _sse_objects(response: httpx.Response, backend: str, passthrough: bool = False) -> AsyncIterator[ChatObject]:
+    """Parse ``data:`` events from the byte stream, tolerating events split across reads. ``passthrough``:
+    error events are yielded as sent, and a terminal Responses event ends the stream like ``[DONE]``."""
     buffer = b""
     done = False
     try:
@@ -158,19 +184,23 @@ async def _sse_objects(response: httpx.Response, backend: str) -> AsyncIterator[
                     if data == b"[DONE]":
                         done = True
                         return
-                    yield _event_object(data, backend)
+                    obj = _event_object(data, backend, passthrough)
+                    yield obj
+                    if passthrough and obj.get("type") in TERMINAL_EVENTS:
+                        done = True
+                        return
     except httpx.HTTPError as exc:
         raise transport_error(exc, backend) from exc
     if not done:
         raise UpstreamError(f"upstream {backend} ended the stream without [DONE]", kind="read")
 
 
-def _event_object(data: bytes, backend: str) -> ChatObject:
+def _event_object(data: bytes, backend: str, passthrough: bool = False) -> ChatObject:
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise UpstreamError(f"upstream {backend} sent an invalid stream event", kind="protocol") from None
-    if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
+    if not passthrough and isinstance(obj, dict) and isinstance(obj.get("error"), dict):
         raise UpstreamError(str(obj["error"].get("message") or "upstream stream error"), kind="stream_error")
     if not isinstance(obj, dict):
         raise UpstreamError(f"upstream {backend} sent a stream event that is not an object", kind="protocol")
