@@ -221,8 +221,9 @@ def responses_answer(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         "previous_response_id": body.get("previous_response_id"), "reasoning": {"effort": None, "summary": None},
         "store": body.get("store", True), "temperature": 1.0, "text": body.get("text") or {"format": {"type": "text"}},
         "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools", []), "top_p": 1.0,
-        "truncation": "disabled", "user": None, "metadata": body.get("metadata") or {},
-        "usage": {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": words,
+        "truncation": "disabled", "metadata": body.get("metadata") or {},
+        "usage": {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                  "output_tokens": words,
                   "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": prompt + words},
     }
 
@@ -230,7 +231,8 @@ def responses_answer(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
 def responses_events(body: dict[str, Any], reply: Reply) -> Iterator[bytes]:
     """The Responses API's typed SSE events for ``responses_answer`` (no ``[DONE]``)."""
     final = responses_answer(body, reply)
-    started = {**final, "status": "in_progress", "output": [], "usage": None, "completed_at": None}
+    started = {**final, "status": "in_progress", "output": [], "completed_at": None}
+    del started["usage"]
     events: list[dict[str, Any]] = [{"type": "response.created", "response": started},
                                     {"type": "response.in_progress", "response": started}]
     for index, item in enumerate(final["output"]):

@@ -12,7 +12,7 @@ from gateway.errors import InvalidRequestError
 ECHOED: dict[str, Any] = {
     "instructions": None, "max_output_tokens": None, "metadata": {}, "parallel_tool_calls": True,
     "previous_response_id": None, "temperature": 1.0, "top_p": 1.0, "tool_choice": "auto", "tools": [],
-    "truncation": "disabled", "user": None,
+    "truncation": "disabled",
 }
 TEXT_PARTS = ("input_text", "output_text", "text")
 
@@ -170,7 +170,7 @@ def usage(chat_usage: Any) -> dict[str, Any] | None:
     cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
     out_details = chat_usage.get("completion_tokens_details")
     reasoning = int(out_details.get("reasoning_tokens") or 0) if isinstance(out_details, dict) else 0
-    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached},
+    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
             "output_tokens": completion, "output_tokens_details": {"reasoning_tokens": reasoning},
             "total_tokens": prompt + completion}
 
@@ -206,12 +206,14 @@ def skeleton(body: dict[str, Any], response_id: str, model: str, stored: bool) -
     """A response object in progress: the request's echoed fields, no output yet."""
     response: dict[str, Any] = {"id": response_id, "object": "response", "created_at": int(time.time()),
                                 "status": "in_progress", "error": None, "incomplete_details": None,
-                                "model": model, "output": [], "usage": None, "store": stored,
+                                "model": model, "output": [], "store": stored,
                                 "text": {"format": (body.get("text") or {}).get("format") or {"type": "text"}},
                                 "reasoning": {"effort": None, "summary": None}}
     for key, default in ECHOED.items():
         value = body.get(key)
         response[key] = default if value is None else value
+    if isinstance(body.get("user"), str):
+        response["user"] = body["user"]
     return response
 
 
@@ -226,7 +228,9 @@ def finish(response: dict[str, Any], finish_reason: Any, chat_usage_obj: Any) ->
     else:
         response["status"] = "completed"
         response["completed_at"] = int(time.time())
-    response["usage"] = usage(chat_usage_obj)
+    counted = usage(chat_usage_obj)
+    if counted is not None:  # the schema has no null usage: absent when the upstream counted nothing
+        response["usage"] = counted
     return response
 
 
