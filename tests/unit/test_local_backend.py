@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gateway.backends import local_models
-from gateway.backends.local_generation import SamplingParams, StopText, make_generator, pick_token
+from gateway.backends.local_generation import SamplingParams, StopText, make_generator, sampling_processors
 from gateway.backends.local_models import Builtin, builtin_gguf, concatenate_parts, resolve_model_dir
 from gateway.backends.local_request import Shaper, parse_request
 from gateway.backends.requirements import check_backend_requirements
@@ -63,19 +63,26 @@ def test_stop_text_waits_for_an_incomplete_character() -> None:
     assert tracker.add(ord("#")) == ""
 
 
+def pick(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
+    """The token ``generate``'s greedy search takes after the request's processors (see local_generation)."""
+    scores = sampling_processors(params, generator)(torch.zeros(1, 1, dtype=torch.long), logits.unsqueeze(0))
+    return int(torch.argmax(scores[0]).item())
+
+
 def test_greedy_picks_the_argmax_and_seeded_sampling_repeats() -> None:
     logits = torch.tensor([0.1, 3.0, 0.2, 2.9])
-    assert pick_token(logits, SamplingParams(max_new_tokens=1, temperature=0.0), make_generator(None)) == 1
+    assert pick(logits, SamplingParams(max_new_tokens=1, temperature=0.0), make_generator(None)) == 1
     params = SamplingParams(max_new_tokens=1, temperature=1.5)
-    first = [pick_token(logits, params, g) for g in [make_generator(7)] for _ in range(20)]
-    second = [pick_token(logits, params, g) for g in [make_generator(7)] for _ in range(20)]
+    first = [pick(logits, params, g) for g in [make_generator(7)] for _ in range(20)]
+    second = [pick(logits, params, g) for g in [make_generator(7)] for _ in range(20)]
     assert first == second
+    assert len(set(first)) > 1  # it samples: not always the argmax
 
 
 def test_tiny_top_p_keeps_only_the_best_token() -> None:
     logits = torch.tensor([0.1, 3.0, 0.2, 2.9])
     params = SamplingParams(max_new_tokens=1, temperature=1.0, top_p=0.01)
-    assert {pick_token(logits, params, make_generator(s)) for s in range(20)} == {1}
+    assert {pick(logits, params, make_generator(s)) for s in range(20)} == {1}
 
 
 SETTINGS = LocalBackend(model="tiny", path="/nowhere", max_new_tokens=64)
