@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from gateway.limits import estimate_tokens, message_chars
 from gateway.settings import LocalBackend, OpenAIBackend
@@ -43,18 +43,31 @@ class Needs:
     prompt_tokens: int = 0  # a character-based estimate
 
 
-def capabilities_of(settings: OpenAIBackend | LocalBackend) -> TierCapabilities:
-    """The tier's declared capabilities, unset ones from its kind: HTTP upstreams are assumed capable, the
-    in-process models can do what their backend implements, within ``max_input_tokens``."""
+@runtime_checkable
+class KnowsCapabilities(Protocol):
+    """A backend that can tell what its model supports (the in-process one, once its model is loaded)."""
+
+    def supports_tools(self) -> bool: ...
+
+    def supports_json_schema(self) -> bool: ...
+
+
+def capabilities_of(settings: OpenAIBackend | LocalBackend, backend: object = None) -> TierCapabilities:
+    """The tier's declared capabilities, unset ones by default: HTTP upstreams are assumed capable; an
+    in-process model supports what its backend says (tools when its chat template has them, JSON schemas with
+    the grammar engine installed), text only, within ``max_input_tokens``."""
     declared = settings.capabilities
     local = isinstance(settings, LocalBackend)
+    knows = isinstance(backend, KnowsCapabilities)
     context = declared.context_tokens
     if context is None and isinstance(settings, LocalBackend):
         context = settings.max_input_tokens
+    tools = backend.supports_tools() if isinstance(backend, KnowsCapabilities) else not local
+    json_schema = backend.supports_json_schema() if isinstance(backend, KnowsCapabilities) else not local
     return TierCapabilities(
-        tools=declared.tools if declared.tools is not None else not local,
-        json_schema=declared.json_schema if declared.json_schema is not None else not local,
-        vision=declared.vision if declared.vision is not None else not local,
+        tools=declared.tools if declared.tools is not None else tools,
+        json_schema=declared.json_schema if declared.json_schema is not None else json_schema,
+        vision=declared.vision if declared.vision is not None else not (local or knows),
         context_tokens=context,
     )
 

@@ -117,12 +117,26 @@ def _partial_tag(text: str) -> int:
     return 0
 
 
-def split_answer(text: str) -> tuple[str | None, list[ToolCall]]:
-    """A whole generated text -> (content or None, tool calls)."""
+def bare_call(text: str, names: set[str]) -> ToolCall | None:
+    """A whole answer that is only ``{"name": <a tool>, "arguments": {...}}`` (bare or in a code fence): the
+    form small models often use instead of their template's tags. Anything else is content."""
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.removeprefix("```json").removeprefix("```").removesuffix("```").strip()
+    if not body.startswith("{"):
+        return None
+    call = parse_call(body)
+    return call if call is not None and call.name in names else None
+
+
+def split_answer(text: str, names: set[str]) -> tuple[str | None, list[ToolCall]]:
+    """A whole generated text -> (content or None, tool calls); ``names``: the tools offered."""
     parser = ToolCallText()
     items = parser.feed(text) + parser.end()
     calls = [item for item in items if isinstance(item, ToolCall)]
     content = "".join(item for item in items if isinstance(item, str))
+    if not calls and (call := bare_call(content, names)) is not None:
+        return None, [call]
     if calls and not content.strip():
         return None, calls
     return content.strip() if calls else content, calls

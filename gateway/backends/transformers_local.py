@@ -28,6 +28,7 @@ from gateway.backends.local_tools import (
     OPEN,
     ToolCall,
     ToolCallText,
+    bare_call,
     split_answer,
     supports_tools,
     template_message,
@@ -226,7 +227,7 @@ class TransformersBackend:
             if not request.tools:
                 choices.append((result.text, result.finish_reason))
                 continue
-            content, calls = split_answer(result.text)
+            content, calls = split_answer(result.text, {t["function"]["name"] for t in request.tools})
             reason = "tool_calls" if calls and result.finish_reason == "stop" else result.finish_reason
             choices.append((message(content, [call.openai() for call in calls]), reason))
         return Shaper(self.model).completion(choices, len(ids), sum(r.completion_tokens for r in results))
@@ -251,7 +252,7 @@ class TransformersBackend:
                     push(_DONE)
 
             shaper = Shaper(self.model)
-            deltas = ToolDeltas() if request.tools else None
+            deltas = ToolDeltas({t["function"]["name"] for t in request.tools}) if request.tools else None
             future = self._submit(work)
             yield shaper.chunk({"role": "assistant", "content": "", "refusal": None})
             while (item := await queue.get()) is not _DONE:
@@ -291,18 +292,28 @@ class TransformersBackend:
 
 class ToolDeltas:
     """Generated text -> chat chunk deltas: content as it comes, each parsed tool call as two deltas (its id
-    and name, then its arguments). Whitespace is held until it is known to belong to content."""
+    and name, then its arguments). Whitespace is held until it is known to belong to content; an answer
+    that opens like a bare JSON call is held to the end (see local_tools.bare_call)."""
 
-    def __init__(self) -> None:
+    def __init__(self, names: set[str]) -> None:
         self._text = ToolCallText()
+        self._names = names
         self._pending = ""
+        self._held: str | None = None  # a possible bare call, until the answer ends
+        self._started = False
         self.calls = 0
 
     def feed(self, text: str) -> list[dict[str, Any]]:
         return self._deltas(self._text.feed(text))
 
     def end(self) -> list[dict[str, Any]]:
-        return self._deltas(self._text.end())
+        out = self._deltas(self._text.end())
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._started = True
+            call = bare_call(held, self._names)
+            out += self._deltas([call] if call is not None else [held])
+        return out
 
     def _deltas(self, items: list[str | ToolCall]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -315,9 +326,15 @@ class ToolDeltas:
                 out.append({"tool_calls": [call]})
                 out.append({"tool_calls": [{"index": self.calls, "function": {"arguments": arguments}}]})
                 self.calls += 1
+            elif self._held is not None:
+                self._held += item
             elif not item.strip():
                 self._pending += item
+            elif not self._started and not self.calls and item.lstrip().startswith(("{", "`")):
+                self._held = self._pending + item
+                self._pending = ""
             else:
+                self._started = True
                 out.append({"content": self._pending + item})
                 self._pending = ""
         return out

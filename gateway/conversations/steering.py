@@ -31,8 +31,7 @@ class Steering:
         self.settings = settings.conversations
         self.service = service
         self.pins: PinStore = pins or MemoryPinStore(settings.conversations.max_entries)
-        self.capabilities: dict[Tier, TierCapabilities] = {
-            tier: capabilities_of(cfg) for tier, cfg in settings.tiers.items() if tier in service.backends}
+        self.tiers = {tier: cfg for tier, cfg in settings.tiers.items() if tier in service.backends}
         # Fallback must not hand a request to a tier that cannot serve it either.
         service.resilience.fallback_check = self.check_fallback
 
@@ -76,15 +75,20 @@ class Steering:
     def _capable(self, decision: RouteDecision, needs: Needs) -> RouteDecision:
         if not self.missing(decision.tier, needs):
             return decision
-        for tier in self.capabilities:
+        for tier in self.tiers:
             if tier != decision.tier and not self.missing(tier, needs):
                 return RouteDecision(tier, "capability", decision.score, decision.threshold)
-        lacking = sorted({item for tier in self.capabilities for item in self.missing(tier, needs)})
+        lacking = sorted({item for tier in self.tiers for item in self.missing(tier, needs)})
         raise InvalidRequestError(f"no configured tier supports {describe(lacking)}", param=PARAMS[lacking[0]],
                                   code="unsupported_capability")
 
+    def capabilities(self, tier: Tier) -> TierCapabilities | None:
+        """Asked per request: an in-process model's capabilities are known once it has loaded."""
+        cfg = self.tiers.get(tier)
+        return capabilities_of(cfg, self.service.backends[tier]) if cfg is not None else None
+
     def missing(self, tier: Tier, needs: Needs) -> list[Capability]:
-        caps = self.capabilities.get(tier)
+        caps = self.capabilities(tier)
         return caps.missing(needs) if caps is not None else []
 
     def require(self, tier: Tier, needs: Needs, model: str) -> None:
