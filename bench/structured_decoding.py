@@ -3,10 +3,12 @@
 Engines: ``none`` (free text, the same prompt), ``llguidance`` (what the gateway uses,
 gateway.backends.local_structured) and ``xgrammar`` (its Hugging Face logits processor), each through
 ``local_generation.decode`` (``model.generate``), greedy, interleaved run by run so machine noise hits them alike.
+xgrammar is not a dependency: ``uv pip install xgrammar`` before comparing it (it pulls in triton).
 Decode tok/s = (tokens - 1) / (end - first text delta); free text runs to the same budget with ignore_eos.
 Also prints the one-off cost of building each engine's view of the tokenizer and of compiling the schema.
 
-    flock /tmp/tiergate-bench.lock python bench/structured_decoding.py --models smollm2 --runs 3
+    flock /tmp/tiergate-bench.lock python bench/structured_decoding.py --models smollm2 --runs 5 \
+        --engines none llguidance xgrammar
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ def run_once(model: Any, tokenizer: Any, ids: list[int], constraint: LogitsProce
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["smollm2"], choices=sorted(BUILTINS))
-    parser.add_argument("--engines", nargs="+", default=["none", "llguidance", "xgrammar"])
+    parser.add_argument("--engines", nargs="+", default=["none", "llguidance"],
+                        choices=["none", "llguidance", "xgrammar"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=64)

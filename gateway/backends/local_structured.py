@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from typing import Any
 
 import torch
@@ -97,7 +98,11 @@ class GrammarConstraint(LogitsProcessor):
 
     def __init__(self, tokenizer: GrammarTokenizer, grammar: str) -> None:
         import llguidance
-        import llguidance.torch
+
+        with warnings.catch_warnings():
+            # llguidance.torch decorates a helper with torch.jit.script, which torch 2.10+ deprecates.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import llguidance.torch
 
         built = tokenizer.get()
         self._matcher = llguidance.LLMatcher(built, grammar)
