@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -17,6 +19,8 @@ SERVED = (
     ("GET", "/v1/models"), ("GET", "/v1/models/{model}"), ("POST", "/v1/embeddings"), ("POST", "/v1/completions"),
 )
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {
+    "description": "Unknown id", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}
 
 
 def _matches(template: str, path: str) -> bool:
@@ -46,7 +50,7 @@ def build_surface_api(state: GatewayState) -> APIRouter:
         endpoint = ForwardedEndpoint(state, kind)
         api.add_route(f"/v1/{kind}", endpoint.handle, methods=["POST"])
 
-    @api.get("/v1/models/{model:path}")
+    @api.get("/v1/models/{model:path}", responses=NOT_FOUND)
     async def retrieve_model(model: str) -> Response:
         if model not in state.service.models.names():
             known = ", ".join(state.service.models.names())

@@ -38,6 +38,9 @@ from routers.base import TIERS, RouteDecision, Tier
 from routers.features import routing_text
 
 log = logging.getLogger("tiergate.responses")
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {
+    "description": "No such stored response",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}
 PATH = "/responses"
 FINAL = ("response.completed", "response.incomplete", "response.failed")
 Mode = Literal["forwarded", "translated"]
@@ -309,7 +312,7 @@ def build_responses_api(state: GatewayState) -> APIRouter:
     # A plain route, like chat: the handler reads and validates its body itself.
     api.add_route("/v1/responses", endpoint.create, methods=["POST"])
 
-    @api.get("/v1/responses/{response_id}")
+    @api.get("/v1/responses/{response_id}", responses=NOT_FOUND)
     async def get_response(response_id: str) -> Response:
         return endpoint.get(response_id)
 
