@@ -77,7 +77,6 @@ class Accountant:
     def __init__(self, sinks: list[OutcomeSink] | None = None, pricer: Pricer | None = None) -> None:
         self.sinks: list[OutcomeSink] = list(sinks or [])
         self.pricer = pricer
-        self.recorded = 0
         self.in_flight = 0  # outcomes opened with open() and not yet finished; the event loop's own counter
 
     def open(self, request_id: str) -> RequestOutcome:
@@ -99,7 +98,6 @@ class Accountant:
         if outcome.extra.get("_open"):
             self.in_flight -= 1
         self.price(outcome)
-        self.recorded += 1
         for sink in self.sinks:
             try:
                 sink.record(outcome)

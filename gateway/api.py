@@ -92,7 +92,7 @@ def build_api() -> APIRouter:
                 raise GatewayError("the gateway is still loading its models; retry shortly", status=503,
                                    code="model_loading", headers={"retry-after": "5"})
             await state.admit(request, body, outcome)
-            decision = await state.steering.decide(body, headers, outcome)
+            decision = await state.check_budget(body, outcome, await state.steering.decide(body, headers, outcome))
             if chat.stream:
                 first, chunks = await state.service.open_stream(body, headers, outcome, decision)
                 include_usage = bool(chat.stream_options and chat.stream_options.include_usage)

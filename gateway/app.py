@@ -20,11 +20,12 @@ from gateway.backends.base import Backend
 from gateway.backends.factory import build_backend
 from gateway.backends.requirements import check_backend_requirements
 from gateway.errors import GatewayError, InvalidRequestError
-from gateway.guard import GuardMiddleware
+from gateway.guard import Guard, GuardMiddleware
 from gateway.observability import Observability, share_controller
 from gateway.openapi import install_openapi
 from gateway.service import ChatService
 from gateway.settings import Settings
+from gateway.shared_state.wiring import SharedState
 from gateway.state import GatewayState
 from gateway.surface import build_surface_api
 from routers.base import Router, Tier
@@ -56,9 +57,14 @@ def create_app(
     if backends is None:
         check_backend_requirements(settings)  # a missing key or model directory stops the start, named
     chosen_backends = backends or {tier: build_backend(tier, cfg) for tier, cfg in settings.tiers.items()}
-    service = ChatService(settings, chosen_backends, chosen_router, share_controller(settings))
-    state = GatewayState(settings, chosen_backends, chosen_router, service, Accountant(sinks))
+    shared = SharedState(settings)  # per-key limits, budgets, pins, share window: in memory or in Redis
+    service = ChatService(settings, chosen_backends, chosen_router,
+                          shared.share_controller() or share_controller(settings))
+    state = GatewayState(settings, chosen_backends, chosen_router, service, Accountant(sinks),
+                         guard=Guard(settings, limiter=shared.limiter), shared=shared)
     observability = Observability(state)  # prices, the metrics sink, the request log; GET /metrics
+    state.accountant.sinks.append(shared)  # commits spend against budgets; per-key metrics
+    observability.metrics.registry.register(shared.metrics)
 
     async def load() -> None:
         # One at a time, classifier first: torch models loaded concurrently in threads can corrupt each other.
@@ -81,6 +87,7 @@ def create_app(
             loading = asyncio.create_task(load())
             loading.add_done_callback(_log_load_failure)
         observability.start()
+        shared.start()
         try:
             yield
         finally:
@@ -92,16 +99,19 @@ def create_app(
             assert state.guard is not None
             await state.guard.drain(settings.server.shutdown_grace_s)
             observability.close()
+            await shared.aclose()
             await chosen_router.aclose()
             await asyncio.gather(*(b.aclose() for b in chosen_backends.values()), return_exceptions=True)
 
     app = FastAPI(title="Tiergate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.gateway = state
+    app.state.metrics_registry = observability.metrics.registry  # the worker supervisor exports it
     assert state.guard is not None
     app.add_middleware(GuardMiddleware, guard=state.guard)
     log_context.install(log_context.upstream_secrets(settings))  # request ids on log lines; upstream keys redacted
     app.include_router(build_api())
     app.include_router(observability.api)
+    app.include_router(shared.api())
     app.include_router(build_surface_api(state))  # last: it answers unknown /v1 paths
     install_error_handlers(app)
     install_openapi(app)

@@ -32,6 +32,11 @@ def serve(args: argparse.Namespace) -> int:
     updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if updates:
         settings = settings.model_copy(update={"server": settings.server.model_copy(update=updates)})
+    workers = args.workers or settings.server.workers
+    if workers > 1:
+        from gateway.workers.supervisor import serve_workers
+
+        return serve_workers(settings, args.config, workers, args.log_level)
     app = create_app(settings)
     uvicorn.run(
         app,
@@ -84,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="listen address (overrides server.host)")
     run.add_argument("--port", type=int, help="listen port (overrides server.port)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--workers", type=int, help="processes sharing the port (overrides server.workers)")
     run.set_defaults(func=serve)
 
     prepare = commands.add_parser("prepare-models", help="convert the embedded GGUF models into the model cache")
@@ -101,18 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     hashing.add_argument("--new", action="store_true", help="generate a new random key and print it with its hash")
     hashing.set_defaults(func=hash_key)
 
-    try:
-        from routers.cli import add_commands
-    except ImportError:  # pragma: no cover - the router package always ships its CLI
-        pass
-    else:
-        add_commands(commands)
-    try:
-        from gateway.report import add_commands as add_report
-    except ImportError:
-        pass
-    else:
-        add_report(commands)
+    from gateway.report import add_commands as add_report
+    from routers.cli import add_commands
+
+    add_commands(commands)
+    add_report(commands)
     return parser
 
 

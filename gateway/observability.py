@@ -31,8 +31,6 @@ class Observability:
         if cfg.path:
             self.request_log = RequestLog(cfg.path, cfg.include_prompts, cfg.flush_interval_s)
             state.accountant.sinks.append(self.request_log)
-        state.extras["metrics"] = self.metrics
-        state.extras["prices"] = self.prices
 
     @property
     def api(self) -> APIRouter:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -99,9 +98,6 @@ class PriceTable:
             outcome.counterfactual_cost_usd = outcome.cost_usd
         else:
             outcome.counterfactual_cost_usd = self.cost(self.large_model, prompt, completion, cached)
-
-    def describe(self) -> dict[str, Any]:
-        return {model: price.model_dump() for model, price in self.prices.items()}
 
 
 def format_usd(value: float) -> str:

@@ -64,7 +64,6 @@ class RequestLog:
         self.path = Path(path)
         self.include_prompts = include_prompts
         self.flush_interval_s = flush_interval_s
-        self.written = 0
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -104,7 +103,6 @@ class RequestLog:
                 assert isinstance(item, RequestOutcome)
                 try:
                     handle.write(orjson.dumps(log_record(item, self.include_prompts)) + b"\n")
-                    self.written += 1
                     dirty = True
                 except Exception:  # a full disk must not kill the writer: the next line may go through
                     log.exception("cannot write the request log %s", self.path)

@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from routers.base import Tier
 
 ENV_PREFIX = "TIERGATE_"
 # Environment variables with our prefix that are not settings keys.
-RESERVED_ENV = {"TIERGATE_CONFIG", "TIERGATE_CACHE_DIR"}
+RESERVED_ENV = {"TIERGATE_CONFIG", "TIERGATE_CACHE_DIR", "TIERGATE_WORKER_METRICS_DIR"}
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
 
 
@@ -125,6 +125,7 @@ class ServerSettings(Strict):
     # False: accept connections at once (/healthz 200, /readyz and chat 503) while models load in the
     # background. True: the lifespan waits for the models before the server accepts anything.
     load_before_serving: bool = False
+    workers: int = Field(1, ge=1, le=64)  # processes sharing the port (``tiergate serve --workers``)
 
 
 class ApiKeySettings(Strict):
@@ -214,6 +215,48 @@ class ResponsesSettings(Strict):
     max_stored: int = Field(10_000, ge=1)
 
 
+class StateSettings(Strict):
+    """Where per-key limits, budgets, pins and the share window live: this process, or Redis (shared)."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"  # no password here: see redis_password_env
+    redis_password_env: str | None = None  # the env var holding the Redis password
+    key_prefix: str = "tiergate:"
+    timeout_s: float = Field(0.25, gt=0)  # per Redis operation; slower counts as a failure
+    on_failure: Literal["fail_open", "fail_closed"] = "fail_open"  # fail_open: local limits; fail_closed: 503
+    breaker: BreakerSettings = BreakerSettings(failure_threshold=3, reset_after_s=2.0)
+    share_sync_s: float = Field(0.5, gt=0)  # how often the share controller's window is merged
+
+
+class Budget(Strict):
+    """USD caps; ``None`` = no cap. The ``large_*`` caps cover spend on the large tier only."""
+
+    daily_usd: float | None = Field(None, ge=0)
+    monthly_usd: float | None = Field(None, ge=0)
+    large_daily_usd: float | None = Field(None, ge=0)
+    large_monthly_usd: float | None = Field(None, ge=0)
+
+
+class KeyBudget(Budget):
+    team: str | None = None  # the key also spends from ``budgets.teams[team]``
+
+
+class BudgetSettings(Strict):
+    """Spend caps per API key name (and per team), priced from the price table, UTC days and months."""
+
+    keys: dict[str, KeyBudget] = {}
+    teams: dict[str, Budget] = {}
+    # Completion tokens reserved for a request that sends no max_tokens, until its real usage is known.
+    reserve_completion_tokens: int = Field(256, ge=0)
+
+    @model_validator(mode="after")
+    def _teams_exist(self) -> BudgetSettings:
+        unknown = sorted({b.team for b in self.keys.values() if b.team is not None and b.team not in self.teams})
+        if unknown:
+            raise ValueError(f"budgets.keys name teams that budgets.teams does not define: {', '.join(unknown)}")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
@@ -231,6 +274,8 @@ class Settings(BaseSettings):
     resilience: ResilienceSettings = ResilienceSettings()
     conversations: ConversationSettings = ConversationSettings()
     responses: ResponsesSettings = ResponsesSettings()
+    state: StateSettings = StateSettings()
+    budgets: BudgetSettings = BudgetSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -241,11 +286,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment overrides the YAML file (passed as init kwargs).
-        return (env_settings, init_settings)
-
-    def backend_for(self, tier: Tier) -> OpenAIBackend | LocalBackend:
-        return self.tiers[tier]
+        # Values passed in code win over the environment; load_settings layers the YAML file under both.
+        return (init_settings, env_settings)
 
 
 def _check_env_keys(environ: dict[str, str]) -> None:
@@ -266,8 +308,21 @@ def _format(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _layered(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, mapping by mapping (a nested key set on top replaces only that key)."""
+    merged = dict(base)
+    for key, value in top.items():
+        below = merged.get(key)
+        merged[key] = _layered(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+    return merged
+
+
 def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Read the YAML file (default ``config/default.yaml``), apply env overrides, validate everything."""
+    """Read the YAML file (default ``config/default.yaml``) and validate everything.
+
+    Precedence, highest first: ``overrides`` (code arguments) > ``TIERGATE_*`` environment > the YAML file >
+    the defaults in the models above.
+    """
     config_path = Path(path or os.environ.get("TIERGATE_CONFIG") or DEFAULT_CONFIG)
     try:
         data = yaml.safe_load(config_path.read_text()) or {}
@@ -277,11 +332,11 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
         raise ConfigError(f"config file {config_path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {config_path} must hold a mapping at the top level")
-    data.update(overrides or {})
+    _check_env_keys(dict(os.environ))
+    data = _layered(_layered(data, EnvSettingsSource(Settings)()), overrides or {})
     prices_file = data.get("prices_file", "prices.yaml")
     if isinstance(prices_file, str) and prices_file and not Path(prices_file).is_absolute():
         data["prices_file"] = str(config_path.resolve().parent / prices_file)
-    _check_env_keys(dict(os.environ))
     try:
         return Settings(**data)
     except ValidationError as exc:

@@ -16,7 +16,8 @@ from gateway.guard import Guard
 from gateway.pricing import format_usd
 from gateway.service import ChatService
 from gateway.settings import Settings
-from routers.base import Router, Tier
+from gateway.shared_state.wiring import SharedState
+from routers.base import RouteDecision, Router, Tier
 
 COST_HEADER = "x-tiergate-cost-usd"
 
@@ -29,21 +30,28 @@ class GatewayState:
     service: ChatService
     accountant: Accountant
     started_at: float = field(default_factory=time.time)
-    extras: dict[str, Any] = field(default_factory=dict)
     guard: Guard | None = None  # auth, limits, draining; built from settings when not given
     loaded: bool = False  # the router and every backend have started
+    shared: SharedState | None = None  # limits, budgets, pins in memory or Redis (gateway.shared_state)
     steering: Steering = field(init=False)  # sticky conversations and capabilities around the router
 
     def __post_init__(self) -> None:
         if self.guard is None:
             self.guard = Guard(self.settings)
         self.accountant.sinks.append(self.guard)  # settles each key's real token usage
-        self.steering = Steering(self.settings, self.service)
+        self.steering = Steering(self.settings, self.service, self.shared.pins if self.shared is not None else None)
 
     async def admit(self, request: Request, body: dict[str, Any], outcome: RequestOutcome) -> None:
         """Authentication and limits run here before any routing work (see gateway.auth / gateway.limits)."""
         assert self.guard is not None
         await self.guard.admit(request, body, outcome)
+
+    async def check_budget(self, body: dict[str, Any], outcome: RequestOutcome,
+                           decision: RouteDecision) -> RouteDecision:
+        """Spend caps after routing: the decision, downgraded to small when the large-tier budget is spent."""
+        if self.shared is None:
+            return decision
+        return await self.shared.check_budget(body, outcome, decision)
 
     def answer_headers(self, outcome: RequestOutcome) -> dict[str, str]:
         """Headers that need the finished outcome of a JSON answer (its cost, from the real usage)."""

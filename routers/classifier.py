@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from routers.checkpoint import BUILTIN, load_checkpoint
 from routers.errors import ClassifierError
@@ -67,17 +67,6 @@ class EncoderScorer:
             quantize = meta.get("inference", {}).get("quantize") == "int8"
         module: torch.nn.Module = quantize_int8(model) if quantize else model
         return cls(module, tokenizer, max_length=length, threads=threads, metadata=meta)
-
-    @classmethod
-    def from_model(
-        cls,
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        *,
-        max_length: int = 256,
-        threads: int = 2,
-    ) -> EncoderScorer:
-        return cls(model, tokenizer, max_length=max_length, threads=threads)
 
     @property
     def recommended_threshold(self) -> float | None:

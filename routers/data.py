@@ -5,9 +5,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -214,10 +213,3 @@ def select(examples: Sequence[Example], split: SplitName, seed: int = 0) -> list
     if split == "all":
         return list(examples)
     return [e for e, s in zip(examples, assign_split(examples, seed), strict=True) if s == split]
-
-
-def shuffled(examples: Sequence[Example], seed: int) -> list[Example]:
-    """A seeded shuffle (a copy)."""
-    out = [replace(e) for e in examples]
-    random.Random(seed).shuffle(out)
-    return out

@@ -183,7 +183,7 @@ def generation_config(params: SamplingParams, eos_ids: frozenset[int], pad_id: i
         num_beams=1,
         temperature=1.0,
         top_p=1.0,
-        top_k=0,
+        top_k=50,  # the library's neutral default: unused by greedy search, and anything else draws a warning
         repetition_penalty=1.0,
         eos_token_id=eos,
         pad_token_id=pad_id if pad_id is not None else (eos[0] if eos else None),

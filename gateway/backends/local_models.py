@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from gateway.settings import ConfigError
 
 CACHE_ENV = "TIERGATE_CACHE_DIR"
@@ -88,16 +86,10 @@ def _existing(path: Path, install: str) -> Path:
     return path
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def concatenate_parts(parts: list[Path], target: Path, *, sha256: str | None, size: int | None) -> Path:
     """Join ``parts`` into ``target`` atomically, checking the total size and sha256 before publishing it."""
+    from tqdm import tqdm  # in the [local] extra: the serving path of remote-only profiles must not need it
+
     if target.is_file():
         return target
     total = sum(p.stat().st_size for p in parts)
@@ -159,6 +151,8 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
     ``save_pretrained`` refuses GGUF-loaded models, so the config, generation config, weights and tokenizer are
     saved separately. The result appears atomically: written to a temporary sibling, then renamed.
     """
+    from tqdm import tqdm
+
     if (target / "config.json").is_file():
         return target
     with LOAD_LOCK:  # transformers' lazy module is not safe to import from two threads at once
@@ -210,6 +204,8 @@ def _gguf_cache_name(path: Path) -> str:
 
 def prepare_builtin(name: str, cache_dir: str | None = None) -> Path:
     """The converted directory of one builtin model, converting it on first use."""
+    from tqdm import tqdm
+
     builtin = BUILTINS.get(name)
     if builtin is None:
         known = ", ".join(f"{BUILTIN_PREFIX}{n}" for n in BUILTINS)

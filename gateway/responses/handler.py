@@ -133,6 +133,7 @@ class ResponsesEndpoint:
             pinned = next((tier for tier in TIERS if previous is not None and tier == previous.tier), None)
             decision = await state.steering.decide(scored, headers, outcome, pinned,
                                                    forced=previous is not None and previous.messages is None)
+            decision = await state.check_budget(scored, outcome, decision)
             call = Call(self, body, wire, previous, history, headers)
             if wire.stream:
                 events = await self.open_stream(call, scored, outcome, decision)

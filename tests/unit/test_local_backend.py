@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from gateway.backends import local_models
-from gateway.backends.local_generation import SamplingParams, StopText, make_generator, sampling_processors
+from gateway.backends.local_generation import (
+    SamplingParams,
+    StopText,
+    generation_config,
+    make_generator,
+    sampling_processors,
+)
 from gateway.backends.local_models import Builtin, builtin_gguf, concatenate_parts, resolve_model_dir
 from gateway.backends.local_request import Shaper, parse_request
 from gateway.backends.requirements import check_backend_requirements
@@ -77,6 +83,27 @@ def test_greedy_picks_the_argmax_and_seeded_sampling_repeats() -> None:
     second = [pick(logits, params, g) for g in [make_generator(7)] for _ in range(20)]
     assert first == second
     assert len(set(first)) > 1  # it samples: not always the argmax
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(max_new_tokens=8, temperature=0.0),
+        SamplingParams(max_new_tokens=8, temperature=0.7, top_p=0.9, seed=1),
+        SamplingParams(max_new_tokens=8, ignore_eos=True),
+    ],
+)
+def test_generation_config_is_valid_and_keeps_the_model_defaults_out(params: SamplingParams) -> None:
+    from transformers import GenerationConfig
+
+    config = generation_config(params, frozenset({2, 7}), pad_id=None)
+    # Qwen2.5's own generation_config.json: generate() fills only what we left unset from it.
+    qwen = GenerationConfig(do_sample=True, temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.1)  # type: ignore[no-untyped-call]
+    config.update(**qwen.to_dict(), defaults_only=True)
+    config.validate(strict=True)  # strict: what would be a logged warning on every generation raises here
+    assert not config.do_sample and config.repetition_penalty == 1.0 and config.temperature == 1.0
+    assert config.eos_token_id == [2, 7] and config.pad_token_id == 2
+    assert config.min_new_tokens == (params.max_new_tokens if params.ignore_eos else 0)
 
 
 def test_tiny_top_p_keeps_only_the_best_token() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import set_openmp_wait_policy
-from gateway.settings import ConfigError, OpenAIBackend, load_settings
+from gateway.settings import ConfigError, OpenAIBackend, Settings, load_settings
 
 BASE = """\
 tiers:
@@ -51,6 +51,18 @@ def test_environment_overrides_yaml_including_nested_keys(tmp_path: Path, monkey
     assert isinstance(small, OpenAIBackend)
     assert small.base_url == "http://127.0.0.1:9100/v1"
     assert small.model == "gpt-4o-mini"
+
+
+def test_code_arguments_win_over_environment_which_wins_over_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIERGATE_ROUTING__THRESHOLD", "0.3")
+    path = write(tmp_path, BASE)
+    assert load_settings(path).routing.threshold == 0.3  # environment over YAML
+    coded = load_settings(path, {"routing": {"threshold": 0.4}})
+    assert coded.routing.threshold == 0.4  # code over environment
+    assert coded.routing.router == "always-small"  # a nested override replaces only its own key
+    built = Settings(tiers={"small": {"kind": "openai", "model": "a"}, "large": {"kind": "openai", "model": "b"}},
+                     routing={"threshold": 0.45})
+    assert built.routing.threshold == 0.45  # settings built in code are not silently changed by the environment
 
 
 def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
