@@ -110,7 +110,7 @@ def build_api() -> APIRouter:
             if state.settings.request_log.include_prompts:  # the text the router scored, for re-training
                 outcome.prompt_text = routing_text(
                     body["messages"], include_system=state.settings.routing.include_system_prompt)
-            decision = await state.check_budget(body, outcome, await state.service.decide(body, headers, outcome))
+            decision = await state.check_budget(body, outcome, await state.steering.decide(body, headers, outcome))
             if chat.stream:
                 first, chunks = await state.service.open_stream(body, headers, outcome, decision)
                 include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
@@ -118,6 +118,7 @@ def build_api() -> APIRouter:
                 streaming = True
                 return SSEResponse(events, decision_headers(outcome.decision or decision, outcome.model or "", rid))
             answer = await state.service.complete(body, headers, outcome, decision)
+            await state.steering.issued(answer, outcome)  # a tool loop's next turn comes back to this tier
             out_headers = decision_headers(outcome.decision or decision, outcome.model or "", rid)
             out_headers.update(state.answer_headers(outcome))
             return json_response(answer, headers=out_headers)
@@ -169,6 +170,8 @@ async def stream_events(state: GatewayState, outcome: RequestOutcome, first: Cha
         while chunk is not None:
             if chunk.get("usage"):
                 outcome.set_usage(chunk["usage"])
+            elif chunk.get("choices"):
+                await state.steering.issued(chunk, outcome)
             outcome.note_chunk(chunk)
             if include_usage or chunk.get("choices") or not chunk.get("usage"):
                 if chunk:

@@ -28,6 +28,7 @@ from gateway.service import ChatService
 from gateway.settings import Settings
 from gateway.shared_state.wiring import SharedState
 from gateway.state import GatewayState
+from gateway.surface import build_surface_api
 from routers.base import Router, Tier
 
 log = logging.getLogger("tiergate")
@@ -115,6 +116,7 @@ def create_app(
     app.include_router(build_api())
     app.include_router(observability.api)
     app.include_router(shared.api())
+    app.include_router(build_surface_api(state))  # last: it answers unknown /v1 paths
     install_error_handlers(app)
     install_openapi(app)
     return app

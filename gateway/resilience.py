@@ -36,6 +36,8 @@ class Resilience:
         self.breakers = {tier: CircuitBreaker(f"backend:{tier}", self.policy.breaker) for tier in backends}
         self.bulkheads: dict[Tier, Bulkhead] = {}
         self.redact = Redactor(upstream_secrets(settings))
+        # Raises when a fallback tier cannot serve the body (gateway.conversations.steering: capabilities).
+        self.fallback_check: Callable[[dict[str, Any], Tier], None] | None = None
         for tier, cfg in settings.tiers.items():
             if tier in backends and getattr(cfg, "kind", "") == "openai":
                 wait = cfg.timeout.pool  # type: ignore[union-attr]
@@ -73,6 +75,8 @@ class Resilience:
         for index, step in enumerate(steps):
             try:
                 check_max_tokens(body, step.tier, self.settings.limits)
+                if index > 0 and self.fallback_check is not None:
+                    self.fallback_check(body, step.tier)
             except GatewayError:
                 if index == 0:
                     raise

@@ -44,6 +44,16 @@ class Price(Strict):
     cached_prompt: float | None = Field(None, ge=0)
 
 
+class Capabilities(Strict):
+    """What a tier's model can do; routing never sends a request to a tier lacking what it needs.
+    ``None`` fields take the backend kind's default (gateway.capabilities)."""
+
+    tools: bool | None = None
+    json_schema: bool | None = None  # response_format / text.format json_schema and json_object
+    vision: bool | None = None  # image content parts
+    context_tokens: int | None = Field(None, ge=16)  # None = unknown (not checked)
+
+
 class OpenAIBackend(Strict):
     """Any server speaking the OpenAI chat API: OpenAI itself, vLLM, llama.cpp server, Ollama, TGI."""
 
@@ -59,6 +69,10 @@ class OpenAIBackend(Strict):
     max_queue: int = Field(1024, ge=0)
     max_response_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # a JSON answer; larger = 502
     max_event_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # one SSE event of a stream; larger = error
+    responses_api: bool = False  # speaks POST /responses: forwarded as sent instead of translated to chat
+    embeddings: bool = False  # serves POST /v1/embeddings (forwarded, not routed)
+    completions: bool = False  # serves the legacy POST /v1/completions (forwarded, not routed)
+    capabilities: Capabilities = Capabilities()
 
 
 class LocalBackend(Strict):
@@ -78,6 +92,7 @@ class LocalBackend(Strict):
     # Used when a request omits them (OpenAI's own defaults are 1.0; tiny models answer better cooler).
     default_temperature: float = Field(1.0, ge=0, le=2)
     default_top_p: float = Field(1.0, ge=0, le=1)
+    capabilities: Capabilities = Capabilities()
 
 
 BackendSettings = Annotated[OpenAIBackend | LocalBackend, Field(discriminator="kind")]
@@ -195,6 +210,25 @@ class RequestLogSettings(Strict):
     flush_interval_s: float = Field(1.0, gt=0)
 
 
+class ConversationSettings(Strict):
+    """Sticky conversations: tool loops stay on the tier that issued the call; pinned conversations too."""
+
+    # How a conversation is recognised, first match wins; [] pins only tool loops. "hash": the opening
+    # messages (system prompts and the first user turn), which every later turn repeats.
+    keys: list[Literal["session", "user", "metadata", "hash"]] = ["session", "metadata"]
+    session_header: str = "x-tiergate-session"
+    metadata_key: str = "session_id"  # the ``metadata`` field naming the conversation
+    ttl_s: float = Field(3600.0, gt=0)
+    max_entries: int = Field(100_000, ge=1)
+
+
+class ResponsesSettings(Strict):
+    """The Responses API: responses kept for ``previous_response_id`` and ``GET /v1/responses/{id}``."""
+
+    store_ttl_s: float = Field(3600.0, ge=0)  # 0 = keep nothing: store/previous_response_id answer 400
+    max_stored: int = Field(10_000, ge=1)
+
+
 class StateSettings(Strict):
     """Where per-key limits, budgets, pins and the share window live: this process, or Redis (shared)."""
 
@@ -252,6 +286,8 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     limits: LimitSettings = LimitSettings()
     resilience: ResilienceSettings = ResilienceSettings()
+    conversations: ConversationSettings = ConversationSettings()
+    responses: ResponsesSettings = ResponsesSettings()
     state: StateSettings = StateSettings()
     budgets: BudgetSettings = BudgetSettings()
 

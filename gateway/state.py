@@ -10,6 +10,7 @@ from fastapi import Request
 
 from gateway.accounting import Accountant, RequestOutcome
 from gateway.backends.base import Backend
+from gateway.conversations.steering import Steering
 from gateway.errors import GatewayError
 from gateway.guard import Guard
 from gateway.pricing import format_usd
@@ -32,11 +33,13 @@ class GatewayState:
     guard: Guard | None = None  # auth, limits, draining; built from settings when not given
     loaded: bool = False  # the router and every backend have started
     shared: SharedState | None = None  # limits, budgets, pins in memory or Redis (gateway.shared_state)
+    steering: Steering = field(init=False)  # sticky conversations and capabilities around the router
 
     def __post_init__(self) -> None:
         if self.guard is None:
             self.guard = Guard(self.settings)
         self.accountant.sinks.append(self.guard)  # settles each key's real token usage
+        self.steering = Steering(self.settings, self.service, self.shared.pins if self.shared is not None else None)
 
     async def admit(self, request: Request, body: dict[str, Any], outcome: RequestOutcome) -> None:
         """Authentication and limits run here before any routing work (see gateway.auth / gateway.limits)."""

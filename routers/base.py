@@ -19,6 +19,8 @@ Reason = Literal[
     "classifier_error",  # the classifier failed, timed out or was overloaded: fail-safe tier
     "fallback",  # the chosen tier failed and the other tier answered
     "budget",  # the key's large-tier budget is spent: routed to the small tier
+    "sticky",  # a tool loop or pinned conversation stays on the tier it started on
+    "capability",  # the scored tier lacks what the request needs (tools, json_schema, vision, context)
 ]
 
 

@@ -123,9 +123,11 @@ class SeededSampling(LogitsProcessor):
         return only  # type: ignore[return-value]
 
 
-def sampling_processors(params: SamplingParams, generator: torch.Generator) -> LogitsProcessorList:
-    """Greedy when temperature is 0 (no processors), else temperature, nucleus (top_p), then a seeded draw."""
-    processors = LogitsProcessorList()
+def sampling_processors(params: SamplingParams, generator: torch.Generator,
+                        constraint: LogitsProcessor | None = None) -> LogitsProcessorList:
+    """Greedy when temperature is 0 (no processors), else temperature, nucleus (top_p), then a seeded draw;
+    a grammar ``constraint`` masks the logits before any of them."""
+    processors = LogitsProcessorList([constraint] if constraint is not None else [])
     if params.temperature > 1e-5:
         processors.append(TemperatureLogitsWarper(params.temperature))
         if params.top_p < 1.0:
@@ -198,6 +200,7 @@ def decode(
     generator: torch.Generator,
     on_text: Callable[[str], None] | None = None,
     pad_id: int | None = None,
+    constraint: LogitsProcessor | None = None,
 ) -> Generation:
     """Generate one choice with ``model.generate``; ``on_text`` receives each text delta as soon as it is safe
     to send (from this worker thread)."""
@@ -210,7 +213,7 @@ def decode(
             inputs,
             attention_mask=torch.ones_like(inputs),
             generation_config=generation_config(params, eos_ids, pad_id),
-            logits_processor=sampling_processors(params, generator),
+            logits_processor=sampling_processors(params, generator, constraint),
             stopping_criteria=StoppingCriteriaList([Halt(text, cancel)]),
             streamer=TextDeltas(text, on_text),
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.backends.base import ChatBody, ChatObject
@@ -15,14 +15,17 @@ from gateway.settings import LocalBackend
 MAX_N = 16
 MAX_STOP = 4
 # Request fields this backend cannot honour; accepting them silently would give a misleading answer.
-UNSUPPORTED = ("tools", "functions", "logprobs", "top_logprobs")
+UNSUPPORTED = ("functions", "logprobs", "top_logprobs")
 
 
 @dataclass(frozen=True, slots=True)
 class LocalRequest:
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     params: SamplingParams
     n: int
+    tools: list[dict[str, Any]] = field(default_factory=list)  # rendered by the chat template
+    tool_choice: str | dict[str, Any] = "auto"  # "auto", "required" or {"type": "function", ...}
+    schema: dict[str, Any] | None = None  # response_format's JSON schema ({"type": "object"} for json_object)
 
 
 def _number(body: ChatBody, key: str, default: float, low: float, high: float) -> float:
@@ -50,7 +53,7 @@ def _flag(body: ChatBody, key: str) -> bool:
     return value
 
 
-def _content(message: Any, index: int) -> dict[str, str]:
+def _content(message: Any, index: int) -> dict[str, Any]:
     if not isinstance(message, dict) or not isinstance(message.get("role"), str):
         raise InvalidRequestError(f"messages[{index}] must be an object with a role", param="messages")
     content = message.get("content")
@@ -69,7 +72,57 @@ def _content(message: Any, index: int) -> dict[str, str]:
         content = ""
     if not isinstance(content, str):
         raise InvalidRequestError(f"messages[{index}].content must be a string or text parts", param="messages")
-    return {"role": message["role"], "content": content}
+    out: dict[str, Any] = {"role": message["role"], "content": content}
+    if isinstance(message.get("tool_calls"), list):  # an assistant turn that called tools
+        out["tool_calls"] = message["tool_calls"]
+    if isinstance(message.get("tool_call_id"), str):
+        out["tool_call_id"] = message["tool_call_id"]
+    return out
+
+
+def _is_function_tool(tool: Any) -> bool:
+    function = tool.get("function") if isinstance(tool, dict) else None
+    return tool.get("type") == "function" and isinstance(function, dict) and isinstance(function.get("name"), str)
+
+
+def _tools(body: ChatBody) -> tuple[list[dict[str, Any]], str | dict[str, Any]]:
+    tools = body.get("tools") or []
+    if not isinstance(tools, list) or not all(_is_function_tool(t) for t in tools):
+        raise InvalidRequestError("tools must be a list of {type: function, function: {name, ...}}", param="tools")
+    choice = body.get("tool_choice", "auto")
+    if choice == "none":
+        return [], "none"
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        chosen = [t for t in tools if t["function"]["name"] == name]
+        if choice.get("type") != "function" or not chosen:
+            raise InvalidRequestError(f"tool_choice names no tool in tools: {name!r}", param="tool_choice")
+        return tools, choice
+    if choice not in ("auto", "required"):
+        raise InvalidRequestError("tool_choice must be none, auto, required or a function", param="tool_choice")
+    if choice == "required" and not tools:
+        raise InvalidRequestError("tool_choice is required but no tools were given", param="tool_choice")
+    return tools, choice
+
+
+def _schema(body: ChatBody) -> dict[str, Any] | None:
+    response_format = body.get("response_format")
+    if response_format is None:
+        return None
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind == "json_schema":
+        spec = response_format.get("json_schema") if isinstance(response_format, dict) else None
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise InvalidRequestError("response_format.json_schema.schema must be a JSON schema object",
+                                      param="response_format.json_schema.schema")
+        return schema
+    raise InvalidRequestError("response_format.type must be text, json_object or json_schema",
+                              param="response_format.type")
 
 
 def _stop(body: ChatBody) -> tuple[str, ...]:
@@ -111,7 +164,8 @@ def parse_request(body: ChatBody, settings: LocalBackend, stream: bool) -> Local
         seed=_integer(body, "seed"),
         ignore_eos=_flag(body, "ignore_eos"),
     )
-    return LocalRequest([_content(m, i) for i, m in enumerate(messages)], params, n)
+    tools, tool_choice = _tools(body)
+    return LocalRequest([_content(m, i) for i, m in enumerate(messages)], params, n, tools, tool_choice, _schema(body))
 
 
 def too_long(prompt_tokens: int, limit: int) -> InvalidRequestError:
@@ -131,7 +185,9 @@ class Shaper:
         self.created = int(time.time())
         self.model = model
 
-    def completion(self, choices: list[tuple[str, str]], prompt_tokens: int, completion_tokens: int) -> ChatObject:
+    def completion(self, choices: list[tuple[str | dict[str, Any], str]], prompt_tokens: int,
+                   completion_tokens: int) -> ChatObject:
+        """``choices``: (text or a whole message, finish reason) each."""
         return {
             "id": self.id,
             "object": "chat.completion",
@@ -140,7 +196,7 @@ class Shaper:
             "choices": [
                 {
                     "index": i,
-                    "message": {"role": "assistant", "content": text},
+                    "message": text if isinstance(text, dict) else message(text),
                     "logprobs": None,
                     "finish_reason": reason,
                 }
@@ -149,7 +205,7 @@ class Shaper:
             "usage": usage(prompt_tokens, completion_tokens),
         }
 
-    def chunk(self, delta: dict[str, str], finish_reason: str | None = None) -> ChatObject:
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> ChatObject:
         return {
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -167,6 +223,15 @@ class Shaper:
             "choices": [],
             "usage": usage(prompt_tokens, completion_tokens),
         }
+
+
+def message(content: str | None, tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """An assistant message as OpenAI shapes it: ``refusal`` always present (null: local models never refuse
+    through the API), ``tool_calls`` only when there are some."""
+    out: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if tool_calls:
+        out["tool_calls"] = tool_calls
+    return out
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

@@ -74,7 +74,8 @@ class OpenAIHTTPBackend:
         self.model = settings.model
         self.settings = settings
         self.upstream_model = settings.upstream_model or settings.model
-        self._url = httpx.URL(settings.base_url.rstrip("/") + "/chat/completions")
+        self._base = settings.base_url.rstrip("/")
+        self._url = httpx.URL(self._base + "/chat/completions")
         self._transport = transport
         self._owns_transport = transport is None
         timeout = settings.timeout
@@ -101,15 +102,16 @@ class OpenAIHTTPBackend:
             raise UpstreamError(f"backend {self.name} is not started", kind="connect")
         return self._transport
 
-    def _request(self, body: ChatBody, client_headers: dict[str, str] | None) -> httpx.Request:
+    def _request(self, body: ChatBody, client_headers: dict[str, str] | None, url: httpx.URL | None = None,
+                 model: str | None = None) -> httpx.Request:
         headers = self._headers
         if self.settings.forward_client_authorization and client_headers and CLIENT_AUTH_HEADER in client_headers:
             headers = headers.copy()
             headers["authorization"] = client_headers[CLIENT_AUTH_HEADER]
-        content = orjson.dumps({**body, "model": self.upstream_model})
+        content = orjson.dumps({**body, "model": model or self.upstream_model})
         # Built directly and sent on the transport: httpx's client layer (URL merging, cookies, redirects)
         # costs as much as the transport itself, and a proxy needs none of it.
-        return httpx.Request("POST", self._url, headers=headers, content=content,
+        return httpx.Request("POST", url or self._url, headers=headers, content=content,
                              extensions={"timeout": self._timeout})
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
@@ -147,9 +149,16 @@ class OpenAIHTTPBackend:
             await response.aclose()
 
     async def complete(self, body: ChatBody, client_headers: dict[str, str] | None = None) -> ChatObject:
+        return await self.post_json("/chat/completions", body, client_headers)
+
+    async def post_json(self, path: str, body: dict[str, Any], client_headers: dict[str, str] | None = None,
+                        model: str | None = None) -> dict[str, Any]:
+        """POST ``body`` to ``{base_url}{path}`` (``model`` replaced by ``model`` or the upstream model name)
+        and return the JSON object answered."""
+        url = self._url if path == "/chat/completions" else httpx.URL(self._base + path)
         try:
             async with asyncio.timeout(self._total):
-                response = await self._send(self._request(body, client_headers))
+                response = await self._send(self._request(body, client_headers, url, model))
                 raw = await self._read(response, self.settings.max_response_bytes)
         except TimeoutError:
             raise UpstreamTimeoutError(f"upstream {self.name} did not answer within {self._total:g} s") from None
@@ -164,11 +173,21 @@ class OpenAIHTTPBackend:
     async def stream(self, body: ChatBody, client_headers: dict[str, str] | None = None) -> AsyncIterator[ChatObject]:
         options = body.get("stream_options")
         options = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+        async for chunk in self.post_stream("/chat/completions", {**body, "stream_options": options}, client_headers):
+            yield chunk
+
+    async def post_stream(self, path: str, body: dict[str, Any], client_headers: dict[str, str] | None = None,
+                          model: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """POST a streaming request and yield each SSE event's JSON object. A chat stream ends with ``[DONE]``;
+        other paths (the Responses API) pass error events through as sent and may end after a terminal
+        ``response.*`` event instead."""
+        passthrough = path != "/chat/completions"
+        url = self._url if not passthrough else httpx.URL(self._base + path)
         loop = asyncio.get_running_loop()
         first_by = None if self._total is None else loop.time() + self._total
         try:
             async with asyncio.timeout_at(first_by):
-                response = await self._send(self._request({**body, "stream_options": options}, client_headers))
+                response = await self._send(self._request(body, client_headers, url, model))
         except TimeoutError:
             raise UpstreamTimeoutError(f"upstream {self.name} did not answer within {self._total:g} s") from None
         try:
@@ -177,7 +196,8 @@ class OpenAIHTTPBackend:
                 raise UpstreamError(f"upstream {self.name} answered a stream request with {content_type!r}, "
                                     "not text/event-stream", kind="protocol")
             deadlines = Deadlines(loop, first_by, self._stream_total)
-            async for chunk in _sse_objects(response, self.name, self.settings.max_event_bytes, deadlines):
+            async for chunk in _sse_objects(response, self.name, self.settings.max_event_bytes, deadlines,
+                                            passthrough):
                 yield chunk
         finally:
             # Runs when the client goes away too (the consumer closes this generator): frees the connection.
@@ -209,8 +229,12 @@ class Deadlines:
             self.whole_by = None if self.stream_total is None else self.loop.time() + self.stream_total
 
 
+# The Responses API ends its streams with one of these instead of ``[DONE]``.
+TERMINAL_EVENTS = ("response.completed", "response.failed", "response.incomplete")
+
+
 async def _sse_objects(response: httpx.Response, backend: str, max_event_bytes: int,
-                       deadlines: Deadlines) -> AsyncIterator[ChatObject]:
+                       deadlines: Deadlines, passthrough: bool = False) -> AsyncIterator[ChatObject]:
     """Chunk objects from the ``data:`` events of the byte stream, each byte scanned once."""
     decoder = SSEDecoder(max_event_bytes)
     pieces = response.aiter_bytes()
@@ -235,7 +259,10 @@ async def _sse_objects(response: httpx.Response, backend: str, max_event_bytes: 
                 if data.strip() == b"[DONE]":
                     return
                 deadlines.first_chunk_seen()
-                yield _event_object(data, backend)
+                obj = _event_object(data, backend, passthrough)
+                yield obj
+                if passthrough and obj.get("type") in TERMINAL_EVENTS:
+                    return
     except TRANSPORT_ERRORS as exc:
         raise transport_error(exc, backend) from exc
     finally:
@@ -243,12 +270,12 @@ async def _sse_objects(response: httpx.Response, backend: str, max_event_bytes: 
     raise UpstreamError(f"upstream {backend} ended the stream without [DONE]", kind="read")
 
 
-def _event_object(data: bytes, backend: str) -> ChatObject:
+def _event_object(data: bytes, backend: str, passthrough: bool = False) -> ChatObject:
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise UpstreamError(f"upstream {backend} sent an invalid stream event", kind="protocol") from None
-    if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
+    if not passthrough and isinstance(obj, dict) and isinstance(obj.get("error"), dict):
         raise UpstreamError(str(obj["error"].get("message") or "upstream stream error"), kind="stream_error")
     if not isinstance(obj, dict):
         raise UpstreamError(f"upstream {backend} sent a stream event that is not an object", kind="protocol")

@@ -76,7 +76,7 @@ async def test_stream_sends_role_then_tokens_then_finish_then_usage(backend: Tra
     whole = await backend.complete(body(max_tokens=12))
     chunks = await collect(backend, body(max_tokens=12))
     assert all(c["object"] == "chat.completion.chunk" and c["id"] == chunks[0]["id"] for c in chunks)
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "", "refusal": None}
     deltas = [c["choices"][0]["delta"].get("content", "") for c in chunks[1:-2]]
     assert len(deltas) >= 3  # token by token, not one blob
     assert "".join(deltas) == whole["choices"][0]["message"]["content"]

@@ -1,0 +1,112 @@
+"""Steering around the scored decision: sticky tool loops and conversations, and tier capabilities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.accounting import RequestOutcome
+from gateway.capabilities import Capability, Needs, TierCapabilities, capabilities_of, describe, needs_of
+from gateway.conversations.keys import answered_tool_calls, conversation_key, issued_tool_calls, tool_key
+from gateway.conversations.pins import MemoryPinStore, PinStore
+from gateway.errors import InvalidRequestError
+from gateway.service import ChatService
+from gateway.settings import Settings
+from routers.base import TIERS, RouteDecision, Tier
+
+# The request parameter a missing capability is about, for the 400's ``param``.
+PARAMS: dict[Capability, str] = {"tools": "tools", "json_schema": "response_format", "vision": "messages",
+                                 "context": "messages"}
+
+
+def _tier(name: str | None) -> Tier | None:
+    return next((tier for tier in TIERS if tier == name), None)
+
+
+class Steering:
+    """Decides a request's tier: a continued tool loop goes where the call came from (never re-scored);
+    a pinned conversation stays on its tier unless a turn scores it up to large; then capabilities: a
+    tier lacking what the request needs is never chosen, and naming one explicitly is a 400."""
+
+    def __init__(self, settings: Settings, service: ChatService, pins: PinStore | None = None) -> None:
+        self.settings = settings.conversations
+        self.service = service
+        self.pins: PinStore = pins or MemoryPinStore(settings.conversations.max_entries)
+        self.tiers = {tier: cfg for tier, cfg in settings.tiers.items() if tier in service.backends}
+        # Fallback must not hand a request to a tier that cannot serve it either.
+        service.resilience.fallback_check = self.check_fallback
+
+    async def decide(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome,
+                     pinned: Tier | None = None, forced: bool = False) -> RouteDecision:
+        """``pinned``: the tier of the conversation this request continues (a Responses
+        ``previous_response_id``), kept like a conversation pin; ``forced``: it must go there (that
+        upstream holds the conversation)."""
+        needs = needs_of(body)
+        if self.service.models.resolve(body["model"]).tier is not None:
+            decision = await self.service.decide(body, headers, outcome)
+            self.require(decision.tier, needs, str(body["model"]))
+            return decision
+        if forced and pinned is not None and pinned in self.service.backends:
+            self.require(pinned, needs, self.service.backends[pinned].model)
+            return RouteDecision(pinned, "sticky")
+        decision = await self._sticky_or_scored(body, headers, outcome, pinned)
+        decision = self._capable(decision, needs)
+        key = conversation_key(body, headers, self.settings)
+        if key is not None:
+            await self.pins.put(key, decision.tier, self.settings.ttl_s)
+        return decision
+
+    async def _sticky_or_scored(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome,
+                                pinned: Tier | None) -> RouteDecision:
+        for call_id in answered_tool_calls(body.get("messages")):
+            tier = _tier(await self.pins.get(tool_key(call_id)))
+            if tier is not None and tier in self.service.backends:
+                return RouteDecision(tier, "sticky")
+        key = conversation_key(body, headers, self.settings)
+        if key is not None:
+            found = _tier(await self.pins.get(key))
+            pinned = "large" if "large" in (found, pinned) else (found or pinned)
+        if pinned == "large" and "large" in self.service.backends:
+            return RouteDecision("large", "sticky")  # never back down: no need to score
+        decision = await self.service.decide(body, headers, outcome)
+        if pinned is not None and pinned in self.service.backends and decision.reason != "score_above_threshold":
+            return RouteDecision(pinned, "sticky", decision.score, decision.threshold)
+        return decision
+
+    def _capable(self, decision: RouteDecision, needs: Needs) -> RouteDecision:
+        if not self.missing(decision.tier, needs):
+            return decision
+        for tier in self.tiers:
+            if tier != decision.tier and not self.missing(tier, needs):
+                return RouteDecision(tier, "capability", decision.score, decision.threshold)
+        lacking = sorted({item for tier in self.tiers for item in self.missing(tier, needs)})
+        raise InvalidRequestError(f"no configured tier supports {describe(lacking)}", param=PARAMS[lacking[0]],
+                                  code="unsupported_capability")
+
+    def capabilities(self, tier: Tier) -> TierCapabilities | None:
+        """Asked per request: an in-process model's capabilities are known once it has loaded."""
+        cfg = self.tiers.get(tier)
+        return capabilities_of(cfg, self.service.backends[tier]) if cfg is not None else None
+
+    def missing(self, tier: Tier, needs: Needs) -> list[Capability]:
+        caps = self.capabilities(tier)
+        return caps.missing(needs) if caps is not None else []
+
+    def require(self, tier: Tier, needs: Needs, model: str) -> None:
+        """A 400 naming what the tier lacks (an explicitly named model cannot be routed around)."""
+        lacking = self.missing(tier, needs)
+        if lacking:
+            raise InvalidRequestError(f"the model '{model}' does not support {describe(lacking)}",
+                                      param=PARAMS[lacking[0]], code="unsupported_capability")
+
+    def check_fallback(self, body: dict[str, Any], tier: Tier) -> None:
+        self.require(tier, needs_of(body), self.service.backends[tier].model)
+
+    async def issued(self, answer: dict[str, Any], outcome: RequestOutcome) -> None:
+        """Pin the tool calls in an answer (or one stream chunk) to the tier that answered."""
+        if outcome.tier is None:
+            return
+        for call_id in issued_tool_calls(answer):
+            await self.pin_tool_call(call_id, outcome.tier)
+
+    async def pin_tool_call(self, call_id: str, tier: str) -> None:
+        await self.pins.put(tool_key(call_id), tier, self.settings.ttl_s)

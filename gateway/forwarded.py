@@ -1,0 +1,157 @@
+"""``POST /v1/embeddings`` and ``/v1/completions``: forwarded to the tier configured for them, not routed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.accounting import RequestOutcome
+from gateway.api import decision_headers, error_response, json_response, outcome_from_error, read_body
+from gateway.backends.base import Backend
+from gateway.backends.forwarding import Forwarding
+from gateway.errors import GatewayError, InvalidRequestError, ModelNotFoundError
+from gateway.log_context import request_id
+from gateway.protocol import parse_body
+from gateway.resilience import Release, WatchedStream, close_iterator
+from gateway.settings import OpenAIBackend
+from gateway.sse import DONE, SSEResponse, error_events, event
+from gateway.state import GatewayState
+from routers.base import RouteDecision, Tier
+
+Kind = Literal["embeddings", "completions"]
+
+
+class ForwardedEndpoint:
+    """One endpoint served by one tier's upstream: the body goes as sent (a client naming that tier's
+    model gets its upstream name), with auth, limits, retries, accounting and metrics like chat."""
+
+    def __init__(self, state: GatewayState, kind: Kind) -> None:
+        self.state = state
+        self.kind = kind
+        self.path = "/" + kind
+        self.tier: Tier | None = next(
+            (tier for tier, cfg in state.settings.tiers.items()
+             if isinstance(cfg, OpenAIBackend) and getattr(cfg, kind) and tier in state.backends), None)
+
+    def _upstream_model(self, model: str) -> str | None:
+        """The name sent upstream: a configured tier model's upstream name, else what the client sent."""
+        for cfg in self.state.settings.tiers.values():
+            if isinstance(cfg, OpenAIBackend) and cfg.model == model:
+                return cfg.upstream_model or cfg.model
+        return model
+
+    async def handle(self, request: Request) -> Response:
+        state = self.state
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        rid = request_id(headers)
+        outcome = state.accountant.open(rid)
+        streaming = False
+        try:
+            body = parse_body(await read_body(request, state.settings.server.max_body_bytes))
+            model = body.get("model")
+            if not isinstance(model, str) or not model:
+                raise InvalidRequestError("'model' must be a non-empty string", param="model")
+            outcome.requested_model = model
+            stream = body.get("stream") is True
+            outcome.stream = stream
+            if self.tier is None:
+                raise ModelNotFoundError(f"this gateway serves no {self.kind} (no tier sets "
+                                         f"tiers.<tier>.{self.kind}: true)", param="model")
+            if not state.loaded:
+                raise GatewayError("the gateway is still loading its models; retry shortly", status=503,
+                                   code="model_loading", headers={"retry-after": "5"})
+            await state.admit(request, body, outcome)
+            decision = RouteDecision(self.tier, "explicit_model")
+            upstream_model = self._upstream_model(model)
+            if stream and self.kind == "completions":
+                events = await self._open_stream(body, headers, outcome, decision, upstream_model)
+                streaming = True
+                return SSEResponse(events, decision_headers(decision, model, rid))
+
+            async def call(backend: Backend) -> dict[str, Any]:
+                return await _forwarding(backend).post_json(self.path, body, headers, upstream_model)
+
+            started = time.perf_counter()
+            try:
+                answer = await state.service.resilience.run(body, decision, outcome, self._start(outcome, model),
+                                                            call)
+            finally:
+                outcome.upstream_seconds = time.perf_counter() - started
+            outcome.set_usage(answer.get("usage"))
+            out_headers = decision_headers(decision, model, rid)
+            out_headers.update(state.answer_headers(outcome))
+            return json_response(answer, headers=out_headers)
+        except GatewayError as error:
+            outcome_from_error(outcome, error)
+            return error_response(error, state.error_headers(outcome, error, rid))
+        except asyncio.CancelledError:
+            outcome.outcome, outcome.status = "client_disconnected", 499
+            raise
+        finally:
+            if not streaming:
+                state.accountant.finish(outcome)
+
+    def _start(self, outcome: RequestOutcome, model: str) -> Any:
+        def start(step: RouteDecision) -> Backend:
+            backend = self.state.service.start(outcome, step)
+            outcome.model = model  # priced and counted under the model the client asked for
+            return backend
+
+        return start
+
+    async def _open_stream(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome,
+                           decision: RouteDecision, upstream_model: str | None) -> AsyncIterator[bytes]:
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        sent = {**body, "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True}}
+
+        async def call(backend: Backend) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
+            chunks = aiter(_forwarding(backend).post_stream(self.path, sent, headers, upstream_model))
+            try:
+                first = await anext(chunks)
+            except StopAsyncIteration:
+                first = {}
+            except BaseException:
+                await close_iterator(chunks)
+                raise
+            return first, chunks
+
+        hold: list[Release] = []
+        first, chunks = await self.state.service.resilience.run(
+            body, decision, outcome, self._start(outcome, str(body["model"])), call, hold)
+        outcome.ttft_seconds = time.perf_counter() - outcome.started
+        watched = WatchedStream(chunks, self.state.service.resilience.breakers[decision.tier], hold)
+        return self._events(first, watched, outcome, include_usage)
+
+    async def _events(self, first: dict[str, Any], chunks: AsyncIterator[dict[str, Any]], outcome: RequestOutcome,
+                      include_usage: bool) -> AsyncIterator[bytes]:
+        try:
+            chunk: dict[str, Any] | None = first
+            while chunk is not None:
+                if chunk.get("usage"):
+                    outcome.set_usage(chunk["usage"])
+                if chunk and (include_usage or chunk.get("choices") or not chunk.get("usage")):
+                    yield event(chunk)
+                chunk = await anext(chunks, None)
+            yield DONE
+        except GatewayError as error:
+            outcome_from_error(outcome, error)
+            yield error_events(error)
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome.outcome, outcome.status = "client_disconnected", 499
+            raise
+        finally:
+            outcome.upstream_seconds = time.perf_counter() - outcome.started - outcome.routing_seconds
+            await close_iterator(chunks)
+            self.state.accountant.finish(outcome)
+
+
+def _forwarding(backend: Backend) -> Forwarding:
+    if not isinstance(backend, Forwarding):
+        raise GatewayError(f"backend {backend.name} cannot forward requests", status=500)
+    return backend

@@ -1,0 +1,1 @@
+"""The OpenAI Responses API: forwarded to upstreams that speak it, translated to chat completions otherwise."""
