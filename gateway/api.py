@@ -93,13 +93,18 @@ def build_api() -> APIRouter:
                                    code="model_loading", headers={"retry-after": "5"})
             await state.admit(request, body, outcome)
             decision = await state.service.decide(body, headers, outcome)
+            capture = state.learning.capture(body, headers, outcome, decision) if state.learning else None
             if chat.stream:
                 first, chunks = await state.service.open_stream(body, headers, outcome, decision)
+                if capture is not None:  # the answer's text, for a shadow pair
+                    chunks = capture.follow(first, chunks)
                 include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
                 events = stream_events(state, outcome, first, chunks, include_usage)
                 streaming = True
                 return SSEResponse(events, decision_headers(outcome.decision or decision, outcome.model or "", rid))
             answer = await state.service.complete(body, headers, outcome, decision)
+            if capture is not None:
+                capture.answer(answer)
             out_headers = decision_headers(outcome.decision or decision, outcome.model or "", rid)
             out_headers.update(state.answer_headers(outcome))
             return json_response(answer, headers=out_headers)

@@ -21,6 +21,8 @@ from gateway.backends.factory import build_backend
 from gateway.backends.requirements import check_backend_requirements
 from gateway.errors import GatewayError, InvalidRequestError
 from gateway.guard import GuardMiddleware
+from gateway.learning.feedback import feedback_api
+from gateway.learning.loop import build_learning
 from gateway.observability import Observability, share_controller
 from gateway.openapi import install_openapi
 from gateway.service import ChatService
@@ -58,6 +60,9 @@ def create_app(
     service = ChatService(settings, chosen_backends, chosen_router, share_controller(settings))
     state = GatewayState(settings, chosen_backends, chosen_router, service, Accountant(sinks))
     observability = Observability(state)  # prices, the metrics sink, the request log; GET /metrics
+    state.learning = build_learning(settings, chosen_backends, observability.prices, observability.metrics.families)
+    if state.learning is not None:
+        state.accountant.sinks.append(state.learning)  # after pricing: it stores each answer's cost
 
     async def load() -> None:
         # One at a time, classifier first: torch models loaded concurrently in threads can corrupt each other.
@@ -80,6 +85,8 @@ def create_app(
             loading = asyncio.create_task(load())
             loading.add_done_callback(_log_load_failure)
         observability.start()
+        if state.learning is not None:
+            await state.learning.start()
         try:
             yield
         finally:
@@ -90,6 +97,8 @@ def create_app(
                 await asyncio.gather(loading, return_exceptions=True)
             assert state.guard is not None
             await state.guard.drain(settings.server.shutdown_grace_s)
+            if state.learning is not None:
+                await state.learning.close()  # before the backends its shadow calls use
             observability.close()
             await chosen_router.aclose()
             await asyncio.gather(*(b.aclose() for b in chosen_backends.values()), return_exceptions=True)
@@ -101,6 +110,7 @@ def create_app(
     log_context.install(log_context.upstream_secrets(settings))  # request ids on log lines; upstream keys redacted
     app.include_router(build_api())
     app.include_router(observability.api)
+    app.include_router(feedback_api())
     install_error_handlers(app)
     install_openapi(app)
     return app

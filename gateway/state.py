@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
@@ -16,6 +16,9 @@ from gateway.pricing import format_usd
 from gateway.service import ChatService
 from gateway.settings import Settings
 from routers.base import Router, Tier
+
+if TYPE_CHECKING:
+    from gateway.learning.loop import LearningLoop
 
 COST_HEADER = "x-tiergate-cost-usd"
 
@@ -31,6 +34,7 @@ class GatewayState:
     extras: dict[str, Any] = field(default_factory=dict)
     guard: Guard | None = None  # auth, limits, draining; built from settings when not given
     loaded: bool = False  # the router and every backend have started
+    learning: LearningLoop | None = None  # shadow answers, judge, feedback (gateway.learning); None when off
 
     def __post_init__(self) -> None:
         if self.guard is None:
