@@ -136,15 +136,19 @@ def test_a_full_or_read_only_store_is_counted_and_clients_see_nothing(fake: Fake
 
 
 def fill_up(store: SQLiteStore) -> None:
-    """Write rows until the database refuses one for lack of space."""
-    for index in range(1000):
-        try:
-            store.record_request(RequestRow(f"filler-{index}", 0.0, "k", "h", "x" * 2000, None, None, None, None,
-                                            "small", "m", 0, 0, 0.0))
-        except StoreError as exc:
-            assert "full" in str(exc)
-            return
-    raise AssertionError("the database never filled up")
+    """Write rows, smaller and smaller, until the database has no room even for a tiny one."""
+    index = 0
+    for size in (2000, 500, 100, 1):
+        for _ in range(1000):
+            index += 1
+            try:
+                store.record_request(RequestRow(f"filler-{index}", 0.0, "k", "h", "x" * size, None, None, None, None,
+                                                "small", "m", 0, 0, 0.0))
+            except StoreError as exc:
+                assert "full" in str(exc)
+                break
+        else:
+            raise AssertionError("the database never filled up")
 
 
 def test_a_full_shadow_queue_drops_and_counts(fake: FakeUpstream, baseline: list[Any], tmp_path: Path) -> None:
