@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_commands(commands)
+    from gateway.learning.cli import add_commands as add_labels
+
+    add_labels(commands)
     try:
         from gateway.report import add_commands as add_report
     except ImportError:
