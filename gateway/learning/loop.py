@@ -79,10 +79,12 @@ class LearningLoop:
         self.wake = asyncio.Event()
         self.judge_task: asyncio.Task[None] | None = None
         self.judging = 0
+        self.claimed: set[str] = set()  # leased pairs being judged now
 
     # -- lifespan
 
     async def start(self) -> None:
+        self.runner.start()
         try:
             await self.runner.call(self.store.open)
         except StoreError as exc:  # the gateway still serves; every write is counted as failed until fixed
@@ -106,6 +108,9 @@ class LearningLoop:
         if self.judge_task is not None:
             self.judge_task.cancel()
             await asyncio.gather(self.judge_task, return_exceptions=True)
+        for request_id in sorted(self.claimed):  # interrupted: due again at once, not when the lease runs out
+            await self._store_quietly(self.store.postpone_judgement, request_id, 0.0, "interrupted by shutdown")
+        self.claimed.clear()
         if self.owns_judge_backend:
             await self.judge_backend.aclose()
         await self.runner.close()
@@ -143,23 +148,25 @@ class LearningLoop:
             return
         principal = outcome.extra.get(PRINCIPAL_KEY)
         key_id = str(getattr(principal, "name", "anonymous"))
-        text = routing_text(capture.body.get("messages") or [],
-                            include_system=self.settings.routing.include_system_prompt)
-        decision = outcome.decision
-        row = RequestRow(outcome.request_id, outcome.wall_time, key_id, hashlib.sha256(text.encode()).hexdigest(),
-                         text if self.include_prompts else None, decision.tier if decision else None,
-                         decision.reason if decision else None, decision.score if decision else None,
-                         decision.threshold if decision else None, outcome.tier, outcome.model or "",
-                         outcome.prompt_tokens, outcome.completion_tokens, outcome.cost_usd)
         self.recent[outcome.request_id] = key_id
         if len(self.recent) > RECENT_IDS:
             self.recent.popitem(last=False)
-        self.runner.submit(self.store.record_request, "request", row)
+        self.runner.row(lambda: self._row(outcome, capture, key_id))  # built and written off the event loop
         answer = capture.text()
         if capture.shadow and answer is not None and not outcome.fallback:
             tier: Tier = "small" if outcome.tier == "small" else "large"
             self.shadow.offer(ShadowJob(outcome.request_id, capture.body, capture.client_headers, tier, answer,
                                         outcome.prompt_tokens, outcome.completion_tokens))
+
+    def _row(self, outcome: RequestOutcome, capture: Capture, key_id: str) -> RequestRow:
+        text = routing_text(capture.body.get("messages") or [],
+                            include_system=self.settings.routing.include_system_prompt)
+        decision = outcome.decision
+        return RequestRow(outcome.request_id, outcome.wall_time, key_id, hashlib.sha256(text.encode()).hexdigest(),
+                          text if self.include_prompts else None, decision.tier if decision else None,
+                          decision.reason if decision else None, decision.score if decision else None,
+                          decision.threshold if decision else None, outcome.tier or "", outcome.model or "",
+                          outcome.prompt_tokens, outcome.completion_tokens, outcome.cost_usd)
 
     # -- background work
 
@@ -191,6 +198,7 @@ class LearningLoop:
                 due = []
             if due:
                 self.judging += len(due)
+                self.claimed.update(pair.request_id for pair in due)
                 try:
                     await asyncio.gather(*(self._judge_one(pair) for pair in due))
                 finally:
@@ -202,6 +210,10 @@ class LearningLoop:
                 pass
 
     async def _judge_one(self, pair: PendingJudgement) -> None:
+        await self._judge_claimed(pair)
+        self.claimed.discard(pair.request_id)  # not on cancellation: close() hands the lease back
+
+    async def _judge_claimed(self, pair: PendingJudgement) -> None:
         judge = self.cfg.judge
         try:
             verdict = await self.judge.grade(pair)
@@ -236,7 +248,7 @@ class LearningLoop:
 
     def idle(self) -> bool:
         """No shadow call or judgement in progress (tests wait for this)."""
-        return self.shadow.idle() and self.judging == 0 and self.runner.pending == 0
+        return self.shadow.idle() and self.judging == 0 and self.runner.idle()
 
     # -- feedback
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -45,6 +46,10 @@ class LabelStore(Protocol):
     def schema_version(self) -> int: ...
 
     def record_request(self, row: RequestRow) -> None: ...
+
+    def record_requests(self, rows: Sequence[RequestRow]) -> None:
+        """Several rows in one transaction (the gateway's writer batches them)."""
+        ...
 
     def record_shadow(self, row: ShadowRow, pending: PendingJudgement | None) -> None:
         """The shadow answer, and (in the same transaction) the pair queued for the judge."""
@@ -166,13 +171,16 @@ class SQLStore:
     # -- writes
 
     def record_request(self, row: RequestRow) -> None:
+        self.record_requests([row])
+
+    def record_requests(self, rows: Sequence[RequestRow]) -> None:
         self.run([("""INSERT INTO requests (request_id, created_at, key_id, text_hash, routing_text, decision_tier,
                       reason, score, threshold, tier, model, prompt_tokens, completion_tokens, cost_usd)
                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                       ON CONFLICT (request_id) DO NOTHING""",
                    (row.request_id, row.created_at, row.key_id, row.text_hash, row.routing_text, row.decision_tier,
                     row.reason, row.score, row.threshold, row.tier, row.model, row.prompt_tokens,
-                    row.completion_tokens, row.cost_usd))])
+                    row.completion_tokens, row.cost_usd)) for row in rows])
 
     def record_shadow(self, row: ShadowRow, pending: PendingJudgement | None) -> None:
         steps: list[tuple[str, tuple[Any, ...]]] = [(

@@ -60,8 +60,8 @@ def test_judge_down_keeps_every_pair_until_a_judge_answers(fake: FakeUpstream, b
     down = learning(str(store), judge=judge_on(closed_port_url()))
     with running_gateway(upstream_settings(fake.url, learning=down), router=FixedRouter(0.1)) as server:  # type: ignore[attr-defined]
         assert run_traffic(server.url, COUNT) == baseline
+        wait_until(lambda: counters(server)["shadow"]["answered"] == COUNT)
         wait_until(lambda: counters(server)["judge_failures"]["error"] >= COUNT)
-        assert counters(server)["shadow"]["answered"] == COUNT
     assert sqlite_rows(store, "small_score IS NOT NULL") == []
     up = learning(str(store), judge=judge_on(fake.url))  # type: ignore[attr-defined]
     with running_gateway(upstream_settings(fake.url, learning=up), router=FixedRouter(0.1)) as server:  # type: ignore[attr-defined]
@@ -162,3 +162,16 @@ def test_a_full_shadow_queue_drops_and_counts(fake: FakeUpstream, baseline: list
         shadow = counters(server)["shadow"]
     assert shadow["dropped"] >= COUNT - 3
     assert shadow["answered"] + shadow["dropped"] == COUNT
+
+
+def test_a_judgement_cut_off_by_shutdown_is_taken_up_at_once_after_restart(fake: FakeUpstream,
+                                                                           tmp_path: Path) -> None:
+    store = tmp_path / "labels.sqlite3"
+    fake.push_for(JUDGE_MODEL, *[Reply(delay=1.5, content='{"score_a": 1, "score_b": 1}') for _ in range(2)])
+    settings = upstream_settings(fake.url, learning=learning(str(store), judge=judge_on(fake.url)))  # type: ignore[attr-defined]
+    with running_gateway(settings, router=FixedRouter(0.1)) as server:
+        run_traffic(server.url, 2)
+        wait_until(lambda: loop_of(server).judging > 0)
+    assert sqlite_rows(store, "small_score IS NOT NULL") == []  # the lease (minutes) was handed back
+    with running_gateway(settings, router=FixedRouter(0.1)):
+        wait_until(lambda: len(sqlite_rows(store, "small_score IS NOT NULL")) == 2, timeout=20)
