@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -83,12 +84,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--streams", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--latency", type=float, nargs="+", default=[0.0, 0.05],
+                        help="upstream answer delays to measure, in seconds (0 = instant: the gateway saturates)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    # A timeout's SIGTERM must still stop the servers this script started (the finally blocks below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="tiergate-shadow-bench-"))
+    sections = []
+    for latency in args.latency:
+        runs = measure_latency(latency, args, workdir)
+        sections.append(render(runs, args, latency))
+    report = "\n".join([header(args), *sections])
+    print(report)
+    if not args.no_write:
+        write(report)
+    return 0
+
+
+def measure_latency(latency: float, args: argparse.Namespace, workdir: Path) -> dict[str, list[dict[str, Any]]]:
     upstream_port = free_port()
     upstream_log = workdir / "upstream.log"
-    upstream = spawn([TIERGATE, "fake-upstream", "--port", str(upstream_port)], clean_env({}), upstream_log)
+    upstream = spawn([TIERGATE, "fake-upstream", "--port", str(upstream_port), "--latency", str(latency)],
+                     clean_env({}), upstream_log)
     upstream_url = f"http://127.0.0.1:{upstream_port}"
     runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
     try:
@@ -96,21 +114,30 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             for mode in ("off", "on"):
                 runs[mode].append(measure(mode, upstream_url, args, workdir))
-                print(mode, json.dumps(runs[mode][-1]), flush=True)
+                print(latency, mode, json.dumps(runs[mode][-1]), flush=True)
     finally:
         stop(upstream)
-    report = render(runs, args)
-    print(report)
-    if not args.no_write:
-        write(report)
-    return 0
+    return runs
 
 
 def median(runs: list[dict[str, Any]], kind: str, key: str) -> float:
     return statistics.median(run[kind][key] for run in runs)
 
 
-def render(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> str:
+def header(args: argparse.Namespace) -> str:
+    return "\n".join([
+        SECTION, "",
+        f"Measured on a shared 2-core machine ({platform.machine()}, Python {platform.python_version()}), "
+        f"{datetime.now(UTC):%Y-%m-%d}, in one run: per upstream latency, {args.rounds} rounds alternating "
+        f"off/on, each {args.duration:.0f} s of closed-loop JSON at concurrency {args.concurrency}, then "
+        f"{args.streams} streams at the same concurrency. Gateway `config/bench-fake.yaml` (router `always-small`), "
+        "one fake upstream (`tiergate fake-upstream --latency S`) for both tiers and the judge; \"on\" is "
+        "`learning.shadow_rate: 1.0` with the default caps (4 concurrent shadow calls, queue 64, judge "
+        "concurrency 2) into a fresh SQLite store. Medians over the rounds. Command: "
+        "`flock /tmp/tiergate-bench.lock .venv/bin/python bench/shadow_overhead.py`.", ""])
+
+
+def render(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace, latency: float) -> str:
     rows = []
     for mode in ("off", "on"):
         r = runs[mode]
@@ -124,22 +151,16 @@ def render(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> s
     noise = (max(spread) - min(spread)) if len(spread) > 1 else float("nan")
     last = runs["on"][-1]["counters"]
     shown = ", ".join(f"`{k}` {v:,.0f}" for k, v in sorted(last.items()) if v)
+    title = "instant answers (the gateway saturates: worst case)" if not latency else \
+        f"answers after {latency * 1000:.0f} ms (a stand-in for model time)"
     return "\n".join([
-        SECTION, "",
-        f"Measured on a shared 2-core machine ({platform.machine()}, Python {platform.python_version()}), "
-        f"{datetime.now(UTC):%Y-%m-%d}, one run: {args.rounds} rounds alternating off/on, each "
-        f"{args.duration:.0f} s of closed-loop JSON at concurrency {args.concurrency} then {args.streams} streams. "
-        "Gateway `config/bench-fake.yaml` (router `always-small`), fake upstream for both tiers and the judge; "
-        "\"on\" is `learning.shadow_rate: 1.0` with default caps (4 concurrent shadow calls, queue 64, judge "
-        "concurrency 2) into a fresh SQLite store. Command: "
-        "`flock /tmp/tiergate-bench.lock .venv/bin/python bench/shadow_overhead.py`.", "",
+        f"## Upstream {title}", "",
         "| shadowing | JSON req/s | JSON p50 | JSON p99 | stream TTFT p50 | stream TTFT p99 | errors |",
         "|---|---:|---:|---:|---:|---:|---:|",
         *rows, "",
         f"Added JSON p50: {added / 1000:+.2f} ms; added stream TTFT p50: {added_ttft / 1000:+.2f} ms; "
-        f"run-to-run spread of the \"off\" JSON p50: {noise / 1000:.2f} ms.", "",
-        f"Background work in the last \"on\" run (from /metrics): {shown or 'none'}. At this load most shadow "
-        "jobs are dropped by design (the queue is bounded); every request still gets a row in the store.", "",
+        f"spread of the \"off\" JSON p50 between rounds: {noise / 1000:.2f} ms.", "",
+        f"Background work in the last \"on\" run (from /metrics): {shown or 'none'}.", "",
     ])
 
 

@@ -57,7 +57,7 @@ def prepare_models(args: argparse.Namespace) -> int:
 def fake_upstream(args: argparse.Namespace) -> int:
     from gateway.fake_upstream import serve_fake_upstream
 
-    serve_fake_upstream(args.host, args.port, args.failure_rate)
+    serve_fake_upstream(args.host, args.port, args.failure_rate, args.latency)
     return 0
 
 
@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=9000)
     fake.add_argument("--failure-rate", type=float, default=0.0, help="share of requests answered with HTTP 500")
+    fake.add_argument("--latency", type=float, default=0.0, help="seconds before each answer (model time)")
     fake.set_defaults(func=fake_upstream)
 
     hashing = commands.add_parser("hash-key", help="print the hash of a gateway API key for auth.keys")

@@ -63,6 +63,7 @@ class FakeUpstream:
         self.answers: dict[str, str] = {}
         self.judge_scores: dict[str, float] = {}
         self.judge_default = 0.5
+        self.latency = 0.0  # seconds before every unscripted answer (a benchmark's stand-in for model time)
         self.received: list[Received] = []
         self.keep_received = True
         self.port = 0
@@ -126,7 +127,7 @@ class FakeUpstream:
         else:
             verdict = self.judge_reply(body)
             content = verdict if verdict is not None else self.answers.get(str(body.get("model")))
-            reply = Reply() if content is None else Reply(content=content)
+            reply = Reply(delay=self.latency) if content is None else Reply(content=content, delay=self.latency)
         if reply.delay:
             await asyncio.sleep(reply.delay)
         if reply.body is not None or reply.status != 200:
@@ -232,9 +233,10 @@ class ServerThread:
         self.socket.close()
 
 
-def serve_fake_upstream(host: str, port: int, failure_rate: float = 0.0) -> None:
+def serve_fake_upstream(host: str, port: int, failure_rate: float = 0.0, latency: float = 0.0) -> None:
     """``tiergate fake-upstream``: run the fake in the foreground (benchmarks, compose demo)."""
     fake = FakeUpstream()
     fake.keep_received = False
     fake.failure_rate = failure_rate
+    fake.latency = latency
     uvicorn.run(fake, host=host, port=port, log_level="warning", access_log=False, http="httptools", loop="uvloop")
