@@ -13,6 +13,7 @@ class PostgresStore(SQLStore):
 
     placeholder = "%s"
     skip_locked = " FOR UPDATE SKIP LOCKED"
+    migration_lock = ("SELECT pg_advisory_xact_lock(7270001)",)  # held until the migration commits
 
     def __init__(self, url: str, connect_timeout: float = 10.0) -> None:
         super().__init__(url)

@@ -85,6 +85,7 @@ class SQLStore:
 
     placeholder = "?"
     skip_locked = ""  # PostgreSQL: claimed rows are locked so replicas do not judge one pair twice
+    migration_lock: tuple[str, ...] = ()  # statements that serialise migrations between processes
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -143,7 +144,11 @@ class SQLStore:
             self.conn = self.connect()
         except Exception as exc:
             raise self.translate(exc) from exc
-        self.migrate()
+        try:
+            self.migrate()
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         with self.lock:
@@ -158,15 +163,30 @@ class SQLStore:
         return int(rows[0][0] or 0)
 
     def migrate(self) -> None:
-        self.run([("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
-                   "applied_at DOUBLE PRECISION NOT NULL)", ())])
-        current = self.schema_version()
-        for version, statements in MIGRATIONS:
-            if version > current:
-                steps: list[tuple[str, tuple[Any, ...]]] = [(s, ()) for s in statements]
-                steps.append(("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, time.time())))
-                self.run(steps)
-                log.info("label store %s: schema migrated to version %d", self.redacted(), version)
+        """Apply the missing steps in one transaction (PostgreSQL: under a lock, so replicas starting
+        together do not race)."""
+        with self.lock:
+            cur = self.conn.cursor()
+            try:
+                self.begin(cur)
+                for statement in self.migration_lock:
+                    cur.execute(statement)
+                cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                            "applied_at DOUBLE PRECISION NOT NULL)")
+                cur.execute("SELECT MAX(version) FROM schema_version")
+                current = int(cur.fetchone()[0] or 0)
+                for version, statements in MIGRATIONS:
+                    if version > current:
+                        for statement in statements:
+                            cur.execute(statement)
+                        cur.execute(self.sql("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)"),
+                                    (version, time.time()))
+                        log.info("label store %s: schema migrated to version %d", self.redacted(), version)
+                cur.close()
+                self.conn.commit()
+            except Exception as exc:
+                self._rollback()
+                raise self.translate(exc) from exc
 
     # -- writes
 

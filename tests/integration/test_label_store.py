@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.learning.migrations import LATEST
+from gateway.learning.migrations import LATEST, MIGRATIONS
 from gateway.learning.open_store import open_store
 from gateway.learning.postgres import PostgresStore
 from gateway.learning.records import Feedback, PendingJudgement, RequestRow, ShadowRow, Verdict
@@ -131,6 +131,19 @@ def test_committed_rows_survive_a_process_killed_without_closing(tmp_path: Path)
     assert result.returncode == -9
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM requests").fetchone() == (20,)
+
+
+def test_replicas_opening_a_new_postgresql_store_together_migrate_it_once(fresh_postgres: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    stores = [PostgresStore(fresh_postgres) for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda store: store.open(), stores))
+    assert {store.schema_version() for store in stores} == {LATEST}
+    rows = stores[0].run([("SELECT COUNT(*) FROM schema_version", ())], fetch=True)
+    assert rows[0][0] == len(MIGRATIONS)
+    for store in stores:
+        store.close()
 
 
 def test_postgres_errors_do_not_show_the_password() -> None:
