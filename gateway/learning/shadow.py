@@ -52,6 +52,13 @@ def answer_text(answer: dict[str, Any]) -> str | None:
     return content if isinstance(content, str) else None
 
 
+def busy(backend: Backend) -> bool:
+    """An in-process model already generating or queueing for clients: a shadow call would take their slot."""
+    queued = getattr(backend, "queue_depth", None)  # the local backend's gauges (gateway.metrics reads them too)
+    running = getattr(backend, "in_flight", None)
+    return bool(callable(queued) and callable(running) and (queued() or running()))
+
+
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
@@ -118,6 +125,9 @@ class ShadowSender:
         if tier is None:
             return
         backend = self.backends[tier]
+        if busy(backend):
+            self.metrics.shadow["dropped"].inc()
+            return
         estimate = self.prices.cost(backend.model, job.prompt_tokens, job.completion_tokens)
         if not self.budget.allows(estimate):
             self.metrics.shadow["over_budget"].inc()

@@ -129,3 +129,23 @@ def test_the_judge_reads_the_whole_conversation_with_roles() -> None:
                           {"role": "assistant", "content": "hello"},
                           {"role": "user", "content": [{"type": "text", "text": "and 2+2?"}]}])
     assert text == "system: be brief\n\nuser: hi\n\nassistant: hello\n\nuser: and 2+2?"
+
+
+def test_a_busy_in_process_model_is_not_given_shadow_work() -> None:
+    from gateway.learning.shadow import busy
+    from tests.support.fault_doubles import LocalDouble
+
+    class Local(LocalDouble):
+        def __init__(self, waiting: int, running: int) -> None:
+            super().__init__()
+            self.waiting, self.running = waiting, running
+
+        def queue_depth(self) -> int:
+            return self.waiting
+
+        def in_flight(self) -> int:
+            return self.running
+
+    assert not busy(Local(0, 0))
+    assert busy(Local(0, 1)) and busy(Local(2, 0))
+    assert not busy(LocalDouble())  # no gauges: an HTTP upstream, never considered busy
