@@ -264,6 +264,7 @@ class LearningLoop:
 
 
 def judge_prompts_dir(settings: Settings) -> Path:
+    """``learning.judge.prompts_dir``: absolute, or beside the loaded config file, else the shipped ``config/``."""
     path = Path(settings.learning.judge.prompts_dir).expanduser()
     if path.is_absolute():
         return path

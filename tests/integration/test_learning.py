@@ -87,14 +87,16 @@ def test_prompts_are_stored_only_with_consent_and_single_mode_rates_each_answer(
     assert all(r["judge_mode"] == "single" and r["judge_agreement"] is None for r in rows)
 
 
-@pytest.mark.parametrize("how", ["tools", "header", "explicit_model", "opted_out_key"])
+@pytest.mark.parametrize("how", ["tools", "header", "explicit_model", "opted_out_key", "not_opted_in"])
 def test_requests_that_must_not_be_shadowed_are_not(fake: FakeUpstream, tmp_path: Path, how: str) -> None:
     from gateway.auth import hash_key
 
     store = tmp_path / "labels.sqlite3"
     keys = [{"name": "private", "hash": hash_key("tg-private"), "shadow": False},
-            {"name": "open", "hash": hash_key("tg-open")}]
-    settings = upstream_settings(fake.url, learning=learning(str(store)), auth={"keys": keys})  # type: ignore[attr-defined]
+            {"name": "open", "hash": hash_key("tg-open")},
+            {"name": "fan", "hash": hash_key("tg-fan"), "shadow": True}]
+    config = learning(str(store), shadow_keys="opted_in" if how == "not_opted_in" else "all")
+    settings = upstream_settings(fake.url, learning=config, auth={"keys": keys})  # type: ignore[attr-defined]
     body: dict[str, Any] = chat(0)
     headers = {"authorization": "Bearer tg-open"}
     if how == "tools":
@@ -103,17 +105,19 @@ def test_requests_that_must_not_be_shadowed_are_not(fake: FakeUpstream, tmp_path
         headers["x-tiergate-shadow"] = "off"
     elif how == "explicit_model":
         body["model"] = SMALL_MODEL
-    else:
+    elif how == "opted_out_key":
         headers["authorization"] = "Bearer tg-private"
     with running_gateway(settings, router=FixedRouter(0.1)) as server:
         for _ in range(3):
             assert httpx.post(server.url + "/v1/chat/completions", json=body, headers=headers).status_code == 200
-        ok = httpx.post(server.url + "/v1/chat/completions", json=chat(0), headers={"authorization": "Bearer tg-open"})
+        ok = httpx.post(server.url + "/v1/chat/completions", json=chat(0), headers={"authorization": "Bearer tg-fan"})
         assert ok.status_code == 200
-        wait_until(lambda: len(sqlite_rows(store, "shadow_status IS NOT NULL")) == 1)  # only the last one
         wait_until(lambda: len(sqlite_rows(store)) == 4)
+        wait_until(lambda: len(sqlite_rows(store, "shadow_status IS NOT NULL")) >= 1)
+        wait_until(lambda: server.app.state.gateway.learning.idle())  # type: ignore[attr-defined]
     assert [r.body["model"] for r in fake.received if "[The Start" not in str(r.body)].count(LARGE_MODEL) == 1
-    assert {r["key_id"] for r in sqlite_rows(store)} == {"open" if how != "opted_out_key" else "private", "open"}
+    [shadowed] = sqlite_rows(store, "shadow_status IS NOT NULL")
+    assert shadowed["key_id"] == "fan"
 
 
 def test_shadow_rate_samples_a_share_of_requests(fake: FakeUpstream, tmp_path: Path) -> None:
