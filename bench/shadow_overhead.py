@@ -1,13 +1,14 @@
 """Added client latency of shadowing: the same gateway with ``learning.shadow_rate`` 0 and 1.0, in one run.
 
-    flock /tmp/tiergate-bench.lock .venv/bin/python bench/shadow_overhead.py [--duration 8] [--rounds 2]
+    flock /tmp/tiergate-bench.lock .venv/bin/python bench/shadow_overhead.py [--duration 8] [--rounds 3]
 
-One fake upstream (``tiergate fake-upstream``: instant answers; it also answers the judge's prompts) serves
-both tiers. The gateway runs ``config/bench-fake.yaml`` (router ``always-small``, so the classifier is not
-measured), once with learning off and once with ``shadow_rate: 1.0`` into a fresh SQLite store, alternating
-``--rounds`` times. Load: bench/loadgen.py at ``--concurrency`` (32), closed loop, JSON for ``--duration``
-seconds, then ``--streams`` streams for time to first token. Medians over rounds are written to
-bench/RESULTS.md (section "Shadowing overhead") with the shadow/judge counters of the "on" runs.
+Two fake upstreams (``tiergate fake-upstream``, instant or ``--latency`` answers; they also answer the
+judge's prompts): one for the small tier, one for the large tier (shadow calls and the judge). The gateway
+runs ``config/bench-fake.yaml`` (router ``always-small``, so the classifier is not measured), once with
+learning off and once with ``shadow_rate: 1.0`` into a fresh SQLite store, alternating ``--rounds`` times.
+Load: bench/loadgen.py at ``--concurrency`` (32), closed loop, JSON for ``--duration`` seconds, then
+``--streams`` streams for time to first token. Medians over rounds are written to bench/RESULTS.md
+(section "Shadowing overhead") with the shadow/judge counters of the last "on" run.
 """
 
 from __future__ import annotations
@@ -55,10 +56,10 @@ def counters(url: str) -> dict[str, float]:
     return found
 
 
-def measure(mode: str, upstream: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def measure(mode: str, small: str, large: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     port = free_port()
-    env = clean_env({"TIERGATE_TIERS__SMALL__BASE_URL": upstream + "/v1",
-                     "TIERGATE_TIERS__LARGE__BASE_URL": upstream + "/v1"})
+    env = clean_env({"TIERGATE_TIERS__SMALL__BASE_URL": small + "/v1",
+                     "TIERGATE_TIERS__LARGE__BASE_URL": large + "/v1"})
     if mode == "on":
         env.update({"TIERGATE_LEARNING__SHADOW_RATE": "1.0",
                     "TIERGATE_LEARNING__STORE": str(workdir / f"labels-{time.time_ns()}.sqlite3"),
@@ -103,20 +104,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure_latency(latency: float, args: argparse.Namespace, workdir: Path) -> dict[str, list[dict[str, Any]]]:
-    upstream_port = free_port()
-    upstream_log = workdir / "upstream.log"
-    upstream = spawn([TIERGATE, "fake-upstream", "--port", str(upstream_port), "--latency", str(latency)],
-                     clean_env({}), upstream_log)
-    upstream_url = f"http://127.0.0.1:{upstream_port}"
+    """Two fake upstreams: one for the answering small tier, one for the large tier (shadow calls and the judge),
+    so the clients' upstream sees the same load with shadowing on and off."""
+    processes = []
+    urls = []
     runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
     try:
-        wait_ready(upstream_url + "/v1/models", upstream, time.monotonic(), 30, upstream_log)
+        for name in ("small", "large"):
+            port = free_port()
+            log = workdir / f"upstream-{name}.log"
+            processes.append(spawn([TIERGATE, "fake-upstream", "--port", str(port), "--latency", str(latency)],
+                                   clean_env({}), log))
+            urls.append(f"http://127.0.0.1:{port}")
+            wait_ready(urls[-1] + "/v1/models", processes[-1], time.monotonic(), 30, log)
         for _ in range(args.rounds):
             for mode in ("off", "on"):
-                runs[mode].append(measure(mode, upstream_url, args, workdir))
+                runs[mode].append(measure(mode, urls[0], urls[1], args, workdir))
                 print(latency, mode, json.dumps(runs[mode][-1]), flush=True)
     finally:
-        stop(upstream)
+        for process in processes:
+            stop(process)
     return runs
 
 
@@ -131,7 +138,9 @@ def header(args: argparse.Namespace) -> str:
         f"{datetime.now(UTC):%Y-%m-%d}, in one run: per upstream latency, {args.rounds} rounds alternating "
         f"off/on, each {args.duration:.0f} s of closed-loop JSON at concurrency {args.concurrency}, then "
         f"{args.streams} streams at the same concurrency. Gateway `config/bench-fake.yaml` (router `always-small`), "
-        "one fake upstream (`tiergate fake-upstream --latency S`) for both tiers and the judge; \"on\" is "
+        "two fake upstreams (`tiergate fake-upstream --latency S`): one for the small tier that answers, one "
+        "for the large tier that gets the shadow calls and judges, so the clients' upstream sees the same "
+        "load either way (all processes share the machine's 2 cores); \"on\" is "
         "`learning.shadow_rate: 1.0` with the default caps (4 concurrent shadow calls, queue 64, judge "
         "concurrency 2) into a fresh SQLite store. Medians over the rounds. Command: "
         "`flock /tmp/tiergate-bench.lock .venv/bin/python bench/shadow_overhead.py`.", ""])
