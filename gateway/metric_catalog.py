@@ -49,7 +49,7 @@ FAMILIES: tuple[Spec, ...] = (
     Spec("tiergate_retries_total", "counter", ("tier", "backend"), "Backend call retries."),
     Spec("tiergate_fallbacks_total", "counter", ("tier",), "Requests answered by the other tier after a failure."),
     Spec("tiergate_shadow_requests_total", "counter", ("outcome",),
-         "Shadow requests to the tier that did not answer, by outcome (answered, failed, timeout, dropped, "
+         "Shadow requests to the tier that did not answer, by outcome (answered, failed, timeout, dropped, busy, "
          "over_budget)."),
     Spec("tiergate_judge_verdicts_total", "counter", ("verdict",),
          "Judged shadow pairs: small_as_good (within learning.judge.tie_margin) or large_better."),

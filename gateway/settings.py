@@ -211,6 +211,9 @@ class LearningSettings(Strict):
     shadow_timeout_s: float = Field(120.0, gt=0)
     shadow_daily_budget_usd: float = Field(1.0, ge=0)  # priced from the price table; resets at 00:00 UTC
     store_queue_size: int = Field(10_000, ge=1)  # store writes waiting beyond this are dropped and counted
+    # Background work yields to clients: no shadow call starts (counted "busy") and the judge waits while the
+    # event loop runs this late on average; 0 = never yield.
+    max_loop_lag_ms: float = Field(5.0, ge=0)
     seed: int | None = None  # for the shadow sampling
     judge: JudgeSettings = JudgeSettings()
 

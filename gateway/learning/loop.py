@@ -18,6 +18,7 @@ from gateway.backends.base import Backend
 from gateway.learning.budget import DailyBudget
 from gateway.learning.capture import Capture
 from gateway.learning.judge import Judge, JudgeError, JudgePrompts
+from gateway.learning.lag import LoopLag
 from gateway.learning.metrics import LearningMetrics
 from gateway.learning.open_store import open_store
 from gateway.learning.records import Feedback, PendingJudgement, RequestRow
@@ -69,7 +70,8 @@ class LearningLoop:
         self.random = random.Random(self.cfg.seed)
         self.captures: dict[int, Capture] = {}
         self.recent: OrderedDict[str, str] = OrderedDict()
-        self.shadow = ShadowSender(self.cfg, backends, prices, metrics, self._shadowed)
+        self.lag = LoopLag(self.cfg.max_loop_lag_ms / 1000)
+        self.shadow = ShadowSender(self.cfg, backends, prices, metrics, self._shadowed, lag=self.lag)
         judge_cfg = self.cfg.judge
         self.owns_judge_backend = judge_backend is not None
         self.judge_backend = judge_backend or backends.get(judge_cfg.tier) or next(iter(backends.values()))
@@ -97,6 +99,7 @@ class LearningLoop:
             shadow_spent = judge_spent = 0.0
         self.shadow.budget.add(shadow_spent)  # the caps hold across restarts (and across replicas on PostgreSQL)
         self.judge.budget.add(judge_spent)
+        self.lag.start()
         self.shadow.start()
         self.judge_task = asyncio.create_task(self._judge_forever(), name="tiergate-judge")
         log.info("learning: store %s, shadow rate %.2f, judge %s (%s), prompts %s", self.store.url,
@@ -111,6 +114,7 @@ class LearningLoop:
         for request_id in sorted(self.claimed):  # interrupted: due again at once, not when the lease runs out
             await self._store_quietly(self.store.postpone_judgement, request_id, 0.0, "interrupted by shutdown")
         self.claimed.clear()
+        await self.lag.close()
         if self.owns_judge_backend:
             await self.judge_backend.aclose()
         await self.runner.close()
@@ -191,6 +195,9 @@ class LearningLoop:
         lease = judge.timeout_s * 2 + 60
         while True:
             self.wake.clear()
+            if self.lag.busy():  # the pairs wait in the store; clients come first
+                await asyncio.sleep(judge.poll_s)
+                continue
             try:
                 due = await self.runner.call(self.store.claim_judgements, time.time(), judge.max_concurrency * 2, lease)
             except Exception as exc:

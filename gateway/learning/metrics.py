@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from gateway.metric_family import CounterChild, Family
 
-SHADOW_OUTCOMES = ("answered", "failed", "timeout", "dropped", "over_budget")
+SHADOW_OUTCOMES = ("answered", "failed", "timeout", "dropped", "busy", "over_budget")
 VERDICTS = ("small_as_good", "large_better")
 JUDGE_FAILURES = ("error", "timeout", "garbage", "over_budget")
 STORED = ("request", "shadow", "verdict", "feedback")

@@ -16,6 +16,7 @@ from typing import Any
 from gateway.backends.base import Backend
 from gateway.errors import GatewayError, UpstreamTimeoutError
 from gateway.learning.budget import DailyBudget
+from gateway.learning.lag import LoopLag
 from gateway.learning.metrics import LearningMetrics
 from gateway.learning.records import ShadowRow
 from gateway.pricing import PriceTable
@@ -68,13 +69,14 @@ class ShadowSender:
 
     def __init__(self, settings: LearningSettings, backends: dict[Tier, Backend], prices: PriceTable,
                  metrics: LearningMetrics, deliver: Callable[[ShadowAnswer], Awaitable[None]],
-                 budget: DailyBudget | None = None) -> None:
+                 budget: DailyBudget | None = None, lag: LoopLag | None = None) -> None:
         self.settings = settings
         self.backends = backends
         self.prices = prices
         self.metrics = metrics
         self.deliver = deliver
         self.budget = budget or DailyBudget(settings.shadow_daily_budget_usd)
+        self.lag = lag or LoopLag(0.0)
         self.queue: asyncio.Queue[ShadowJob] = asyncio.Queue(maxsize=max(1, settings.shadow_queue_size))
         self.workers: list[asyncio.Task[None]] = []
         self.busy = 0
@@ -125,6 +127,9 @@ class ShadowSender:
         if tier is None:
             return
         backend = self.backends[tier]
+        if self.lag.busy():  # clients keep the gateway busy: this sample is skipped, not delayed
+            self.metrics.shadow["busy"].inc()
+            return
         if busy(backend):
             self.metrics.shadow["dropped"].inc()
             return

@@ -175,3 +175,19 @@ def test_a_judgement_cut_off_by_shutdown_is_taken_up_at_once_after_restart(fake:
     assert sqlite_rows(store, "small_score IS NOT NULL") == []  # the lease (minutes) was handed back
     with running_gateway(settings, router=FixedRouter(0.1)):
         wait_until(lambda: len(sqlite_rows(store, "small_score IS NOT NULL")) == 2, timeout=20)
+
+
+def test_no_shadow_call_starts_while_the_event_loop_runs_late(fake: FakeUpstream, baseline: list[Any],
+                                                              tmp_path: Path) -> None:
+    import time
+
+    store = tmp_path / "labels.sqlite3"
+    # A threshold of a microsecond: every tick is "late", as on a gateway saturated by clients.
+    settings = upstream_settings(fake.url, learning=learning(str(store), max_loop_lag_ms=0.001))  # type: ignore[attr-defined]
+    with running_gateway(settings, router=FixedRouter(0.1)) as server:
+        time.sleep(0.3)  # a few ticks measured
+        assert run_traffic(server.url, COUNT) == baseline
+        wait_until(lambda: counters(server)["shadow"]["busy"] == COUNT)
+        wait_until(lambda: len(sqlite_rows(store)) == COUNT)  # every request is still recorded
+        assert counters(server)["shadow"]["answered"] == 0
+    assert not [r for r in fake.received if r.body["model"] == LARGE_MODEL]

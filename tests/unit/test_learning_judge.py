@@ -149,3 +149,26 @@ def test_a_busy_in_process_model_is_not_given_shadow_work() -> None:
     assert not busy(Local(0, 0))
     assert busy(Local(0, 1)) and busy(Local(2, 0))
     assert not busy(LocalDouble())  # no gauges: an HTTP upstream, never considered busy
+
+
+def test_loop_lag_turns_busy_while_the_loop_is_blocked_and_recovers() -> None:
+    import time
+
+    from gateway.learning.lag import LoopLag
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        lag = LoopLag(threshold_s=0.02, interval_s=0.01, alpha=0.5)
+        lag.start()
+        await asyncio.sleep(0.05)
+        quiet = lag.busy()
+        for _ in range(4):  # client work hogging the loop: every tick fires ~80 ms late
+            time.sleep(0.08)
+            await asyncio.sleep(0)
+        blocked = lag.busy()
+        await asyncio.sleep(0.5)
+        recovered = lag.busy()
+        await lag.close()
+        return quiet, blocked, recovered
+
+    assert asyncio.run(scenario()) == (False, True, False)
+    assert not LoopLag(0.0).busy()  # 0 = never yield
