@@ -156,8 +156,10 @@ def render(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace, late
                     f"{median(r, 'stream', 'p99_us') / 1000:.2f} ms | {errors} |")
     added = median(runs["on"], "json", "p50_us") - median(runs["off"], "json", "p50_us")
     added_ttft = median(runs["on"], "stream", "p50_us") - median(runs["off"], "stream", "p50_us")
-    spread = [run["json"]["p50_us"] for run in runs["off"]]
-    noise = (max(spread) - min(spread)) if len(spread) > 1 else float("nan")
+    def spread(kind: str) -> float:
+        values = [run[kind]["p50_us"] for run in runs["off"]]
+        return (max(values) - min(values)) if len(values) > 1 else float("nan")
+
     last = runs["on"][-1]["counters"]
     shown = ", ".join(f"`{k}` {v:,.0f}" for k, v in sorted(last.items()) if v)
     title = "instant answers (the gateway saturates: worst case)" if not latency else \
@@ -168,7 +170,8 @@ def render(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace, late
         "|---|---:|---:|---:|---:|---:|---:|",
         *rows, "",
         f"Added JSON p50: {added / 1000:+.2f} ms; added stream TTFT p50: {added_ttft / 1000:+.2f} ms; "
-        f"spread of the \"off\" JSON p50 between rounds: {noise / 1000:.2f} ms.", "",
+        f"spread of the \"off\" p50 between rounds (the noise): JSON {spread('json') / 1000:.2f} ms, stream TTFT "
+        f"{spread('stream') / 1000:.2f} ms.", "",
         f"Background work in the last \"on\" run (from /metrics): {shown or 'none'}.", "",
     ])
 
