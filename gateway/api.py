@@ -111,14 +111,19 @@ def build_api() -> APIRouter:
                 outcome.prompt_text = routing_text(
                     body["messages"], include_system=state.settings.routing.include_system_prompt)
             decision = await state.check_budget(body, outcome, await state.steering.decide(body, headers, outcome))
+            capture = state.learning.capture(body, headers, outcome, decision) if state.learning else None
             if chat.stream:
                 first, chunks = await state.service.open_stream(body, headers, outcome, decision)
+                if capture is not None:  # the answer's text, for a shadow pair
+                    chunks = capture.follow(first, chunks)
                 include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
                 events = stream_events(state, outcome, first, chunks, include_usage)
                 streaming = True
                 return SSEResponse(events, decision_headers(outcome.decision or decision, outcome.model or "", rid))
             answer = await state.service.complete(body, headers, outcome, decision)
             await state.steering.issued(answer, outcome)  # a tool loop's next turn comes back to this tier
+            if capture is not None:
+                capture.answer(answer)
             out_headers = decision_headers(outcome.decision or decision, outcome.model or "", rid)
             out_headers.update(state.answer_headers(outcome))
             return json_response(answer, headers=out_headers)

@@ -22,6 +22,8 @@ from gateway.backends.requirements import check_backend_requirements
 from gateway.errors import GatewayError, InvalidRequestError
 from gateway.guard import Guard, GuardMiddleware
 from gateway.http.origin import HostCheckMiddleware, allowed_hosts
+from gateway.learning.feedback import feedback_api
+from gateway.learning.loop import build_learning
 from gateway.observability import Observability, share_controller
 from gateway.openapi import install_openapi
 from gateway.service import ChatService
@@ -66,6 +68,9 @@ def create_app(
     observability = Observability(state)  # prices, the metrics sink, the request log; GET /metrics
     state.accountant.sinks.append(shared)  # commits spend against budgets; per-key metrics
     observability.metrics.registry.register(shared.metrics)
+    state.learning = build_learning(settings, chosen_backends, observability.prices, observability.metrics.families)
+    if state.learning is not None:
+        state.accountant.sinks.append(state.learning)  # after pricing: it stores each answer's cost
 
     async def load() -> None:
         # One at a time, classifier first: torch models loaded concurrently in threads can corrupt each other.
@@ -89,6 +94,8 @@ def create_app(
             loading.add_done_callback(_log_load_failure)
         observability.start()
         shared.start()
+        if state.learning is not None:
+            await state.learning.start()
         try:
             yield
         finally:
@@ -99,6 +106,8 @@ def create_app(
                 await asyncio.gather(loading, return_exceptions=True)
             assert state.guard is not None
             await state.guard.drain(settings.server.shutdown_grace_s)
+            if state.learning is not None:
+                await state.learning.close()  # before the backends its shadow calls use
             observability.close()
             await shared.aclose()
             await chosen_router.aclose()
@@ -116,6 +125,7 @@ def create_app(
     app.include_router(build_api())
     app.include_router(observability.api)
     app.include_router(shared.api())
+    app.include_router(feedback_api())
     app.include_router(build_surface_api(state))  # last: it answers unknown /v1 paths
     install_error_handlers(app)
     install_openapi(app)

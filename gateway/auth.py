@@ -39,6 +39,7 @@ class Principal:
     models: frozenset[str] | None = None
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
+    shadow: bool | None = None  # learning opt-in (True) / opt-out (False)
 
     def allows_tier(self, tier: Tier) -> bool:
         return self.tiers is None or tier in self.tiers
@@ -60,6 +61,7 @@ def _principal(entry: ApiKeySettings) -> Principal:
         frozenset(entry.models) if entry.models is not None else None,
         entry.requests_per_minute,
         entry.tokens_per_minute,
+        entry.shadow,
     )
 
 

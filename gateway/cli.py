@@ -63,7 +63,7 @@ def prepare_models(args: argparse.Namespace) -> int:
 def fake_upstream(args: argparse.Namespace) -> int:
     from gateway.fake_upstream import serve_fake_upstream
 
-    serve_fake_upstream(args.host, args.port, args.failure_rate)
+    serve_fake_upstream(args.host, args.port, args.failure_rate, args.latency)
     return 0
 
 
@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=9000)
     fake.add_argument("--failure-rate", type=float, default=0.0, help="share of requests answered with HTTP 500")
+    fake.add_argument("--latency", type=float, default=0.0, help="seconds before each answer (model time)")
     fake.set_defaults(func=fake_upstream)
 
     hashing = commands.add_parser("hash-key", help="print the hash of a gateway API key for auth.keys")
@@ -108,10 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     hashing.add_argument("--new", action="store_true", help="generate a new random key and print it with its hash")
     hashing.set_defaults(func=hash_key)
 
+    from gateway.learning.cli import add_commands as add_labels
     from gateway.report import add_commands as add_report
     from routers.cli import add_commands
 
     add_commands(commands)
+    add_labels(commands)
     add_report(commands)
     return parser
 

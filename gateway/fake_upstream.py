@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+import re
 import socket
 import threading
 import time
@@ -46,11 +47,26 @@ class Received:
     finished: bool = False
 
 
+# How the judge prompts (config/judge/) frame the answers, as in MT-Bench: the fake judge finds them by these.
+ANSWER_BLOCK = re.compile(r"\[The Start of Assistant( [AB])?'s Answer\]\n?(.*?)\n?\[The End of Assistant", re.S)
+
+
 class FakeUpstream:
-    """An OpenAI-compatible ``/v1/chat/completions`` that follows a script and records what it received."""
+    """An OpenAI-compatible ``/v1/chat/completions`` that follows a script and records what it received.
+
+    Unscripted requests are answered by ``answers[model]`` when set (two tiers on one fake answer
+    distinguishably), and a request framing answers like the judge prompts is answered as a judge would:
+    each answer scored by the first key of ``judge_scores`` it contains (else ``judge_default``), as
+    ``{"score_a": .., "score_b": ..}`` for a pair or ``Rating: [[n]]`` (1-10) for a single answer.
+    """
 
     def __init__(self) -> None:
         self.script: collections.deque[Reply] = collections.deque()
+        self.by_model: dict[str, collections.deque[Reply]] = {}  # scripts per requested model, consulted first
+        self.answers: dict[str, str] = {}
+        self.judge_scores: dict[str, float] = {}
+        self.judge_default = 0.5
+        self.latency = 0.0  # seconds before every unscripted answer (a benchmark's stand-in for model time)
         self.received: list[Received] = []
         self.keep_received = True
         self.port = 0
@@ -59,6 +75,26 @@ class FakeUpstream:
 
     def push(self, *replies: Reply) -> None:
         self.script.extend(replies)
+
+    def push_for(self, model: str, *replies: Reply) -> None:
+        """Script the replies to requests for ``model`` only (other models keep the shared script)."""
+        self.by_model.setdefault(model, collections.deque()).extend(replies)
+
+    def judge_reply(self, body: dict[str, Any]) -> str | None:
+        """The fake judge's verdict when the last message frames answers like the judge prompts, else None."""
+        messages = body.get("messages")
+        last = messages[-1].get("content") if isinstance(messages, list) and messages else None
+        if not isinstance(last, str) or "[The Start of Assistant" not in last:
+            return None
+        found = ANSWER_BLOCK.findall(last)
+        scores = [self._score(answer) for _, answer in found]
+        if len(found) >= 2 and found[0][0]:
+            return f'Both answers considered.\n{{"score_a": {scores[0]}, "score_b": {scores[1]}}}'
+        rating = round(1 + 9 * (scores[0] if scores else self.judge_default))
+        return f"The answer is adequate. Rating: [[{rating}]]"
+
+    def _score(self, answer: str) -> float:
+        return next((v for k, v in self.judge_scores.items() if k in answer), self.judge_default)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -84,12 +120,17 @@ class FakeUpstream:
         record = Received(body, headers, path)
         if self.keep_received:
             self.received.append(record)
-        if self.script:
+        own = self.by_model.get(str(body.get("model")))
+        if own:
+            reply = own.popleft()
+        elif self.script:
             reply = self.script.popleft()
         elif self.failure_rate and self.random.random() < self.failure_rate:
             reply = Reply(status=500)
         else:
-            reply = Reply()
+            verdict = self.judge_reply(body)
+            content = verdict if verdict is not None else self.answers.get(str(body.get("model")))
+            reply = Reply(delay=self.latency) if content is None else Reply(content=content, delay=self.latency)
         if reply.delay:
             await asyncio.sleep(reply.delay)
         if reply.body is not None or reply.status != 200:
@@ -324,9 +365,10 @@ class ServerThread:
         self.socket.close()
 
 
-def serve_fake_upstream(host: str, port: int, failure_rate: float = 0.0) -> None:
+def serve_fake_upstream(host: str, port: int, failure_rate: float = 0.0, latency: float = 0.0) -> None:
     """``tiergate fake-upstream``: run the fake in the foreground (benchmarks, compose demo)."""
     fake = FakeUpstream()
     fake.keep_received = False
     fake.failure_rate = failure_rate
+    fake.latency = latency
     uvicorn.run(fake, host=host, port=port, log_level="warning", access_log=False, http="httptools", loop="uvloop")

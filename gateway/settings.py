@@ -151,6 +151,7 @@ class ApiKeySettings(Strict):
     models: list[str] | None = None  # client model names allowed; None = all
     requests_per_minute: int | None = Field(None, ge=1)  # None = limits.requests_per_minute
     tokens_per_minute: int | None = Field(None, ge=1)  # None = limits.tokens_per_minute
+    shadow: bool | None = None  # learning: True opts this key in, False out; None follows learning.shadow_keys
 
 
 class AuthSettings(Strict):
@@ -270,6 +271,45 @@ class BudgetSettings(Strict):
             raise ValueError(f"budgets.keys name teams that budgets.teams does not define: {', '.join(unknown)}")
         return self
 
+class JudgeSettings(Strict):
+    """Grades shadow pairs (gateway.learning.judge); prompts are files in ``prompts_dir``."""
+
+    mode: Literal["pairwise", "single"] = "pairwise"
+    tier: Tier = "large"  # the tier whose backend judges, unless ``backend`` names another model
+    backend: OpenAIBackend | None = None  # any OpenAI-compatible model
+    prompts_dir: str = "judge"  # relative to the config directory
+    max_concurrency: int = Field(2, ge=1)
+    daily_budget_usd: float = Field(1.0, ge=0)
+    max_tokens: int = Field(256, ge=16)
+    timeout_s: float = Field(120.0, gt=0)
+    retry_base_s: float = Field(30.0, gt=0)  # a failed judgement waits this long, doubling to retry_max_s
+    retry_max_s: float = Field(3600.0, gt=0)
+    poll_s: float = Field(5.0, gt=0)  # how often the queue is checked for pairs due again
+    tie_margin: float = Field(0.1, ge=0, le=1)  # small counts as good as large within this score gap
+
+
+class LearningSettings(Strict):
+    """Learning from live traffic: label store, shadow answers, judge, feedback (off unless enabled)."""
+
+    enabled: bool = False  # the label store and /v1/feedback; also on whenever shadow_rate > 0
+    store: str | None = None  # a path, sqlite:///path or postgresql://...; None = the cache directory's file
+    include_prompts: bool | None = None  # keep the routing text; None = request_log.include_prompts
+    shadow_rate: float = Field(0.0, ge=0, le=1)  # share of routed chat requests also sent to the other tier
+    shadow_keys: Literal["all", "opted_in"] = "all"  # which keys are shadowed (per-key auth.keys[].shadow)
+    shadow_max_concurrency: int = Field(4, ge=1)
+    shadow_queue_size: int = Field(64, ge=0)  # waiting shadow calls beyond this are dropped and counted
+    shadow_timeout_s: float = Field(120.0, gt=0)
+    shadow_daily_budget_usd: float = Field(1.0, ge=0)  # priced from the price table; resets at 00:00 UTC
+    store_queue_size: int = Field(10_000, ge=1)  # store writes waiting beyond this are dropped and counted
+    # Background work yields to clients: no shadow call starts (counted "busy") and the judge waits while the
+    # event loop runs this late on average; 0 = never yield.
+    max_loop_lag_ms: float = Field(5.0, ge=0)
+    seed: int | None = None  # for the shadow sampling
+    judge: JudgeSettings = JudgeSettings()
+
+    def active(self) -> bool:
+        return self.enabled or self.shadow_rate > 0
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -290,6 +330,8 @@ class Settings(BaseSettings):
     responses: ResponsesSettings = ResponsesSettings()
     state: StateSettings = StateSettings()
     budgets: BudgetSettings = BudgetSettings()
+
+    learning: LearningSettings = LearningSettings()
 
     @classmethod
     def settings_customise_sources(

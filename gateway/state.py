@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
@@ -18,6 +18,9 @@ from gateway.service import ChatService
 from gateway.settings import Settings
 from gateway.shared_state.wiring import SharedState
 from routers.base import RouteDecision, Router, Tier
+
+if TYPE_CHECKING:
+    from gateway.learning.loop import LearningLoop
 
 COST_HEADER = "x-tiergate-cost-usd"
 
@@ -34,6 +37,8 @@ class GatewayState:
     loaded: bool = False  # the router and every backend have started
     shared: SharedState | None = None  # limits, budgets, pins in memory or Redis (gateway.shared_state)
     steering: Steering = field(init=False)  # sticky conversations and capabilities around the router
+
+    learning: LearningLoop | None = None  # shadow answers, judge, feedback (gateway.learning); None when off
 
     def __post_init__(self) -> None:
         if self.guard is None:

@@ -56,3 +56,31 @@ def router(request: pytest.FixtureRequest, fake_upstream: FakeUpstream) -> Fixed
 def client(gateway: ServerThread) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gateway.url, timeout=10) as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server for this test session (Debian's binaries or any initdb on $PATH)."""
+    from tests.support.postgres import find_bin_dir, postgres_server
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl): apt-get install postgresql to run these tests")
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'psycopg[binary]')")
+    with postgres_server(bin_dir) as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_postgres(postgres_url: str) -> Iterator[str]:
+    """The session's server with an empty database of its own for this test."""
+    import uuid
+
+    import psycopg
+
+    name = "t" + uuid.uuid4().hex[:12]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield postgres_url.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")

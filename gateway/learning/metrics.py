@@ -1,0 +1,35 @@
+"""The learning loop's counters, bound once from the gateway's metric families (gateway.metric_catalog)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gateway.metric_family import CounterChild, Family
+
+SHADOW_OUTCOMES = ("answered", "failed", "timeout", "dropped", "busy", "over_budget")
+VERDICTS = ("small_as_good", "large_better")
+JUDGE_FAILURES = ("error", "timeout", "garbage", "over_budget")
+STORED = ("request", "shadow", "verdict", "feedback")
+STORE_ERRORS = ("write_failed", "dropped")
+
+
+class LearningMetrics:
+    """Counters for shadow calls, judge verdicts and failures, spend, and label store writes."""
+
+    def __init__(self, families: Mapping[str, Family] | None = None) -> None:
+        def bind(name: str, values: tuple[str, ...]) -> dict[str, CounterChild]:
+            family = families.get(name) if families is not None else None
+            return {v: family.counter(v) if family is not None else CounterChild() for v in values}
+
+        self.shadow = bind("tiergate_shadow_requests_total", SHADOW_OUTCOMES)
+        self.verdicts = bind("tiergate_judge_verdicts_total", VERDICTS)
+        self.judge_failures = bind("tiergate_judge_failures_total", JUDGE_FAILURES)
+        self.spend = bind("tiergate_learning_spend_usd_total", ("shadow", "judge"))
+        self.stored = bind("tiergate_labels_stored_total", STORED)
+        self.store_errors = bind("tiergate_label_store_errors_total", STORE_ERRORS)
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        """Every counter's value (tests, logs)."""
+        return {name: {k: c.value for k, c in group.items()} for name, group in (
+            ("shadow", self.shadow), ("verdicts", self.verdicts), ("judge_failures", self.judge_failures),
+            ("spend", self.spend), ("stored", self.stored), ("store_errors", self.store_errors))}
