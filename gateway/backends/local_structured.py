@@ -1,7 +1,7 @@
 """Grammar-constrained decoding for the local backend with llguidance: JSON schemas and forced tool calls.
 
-llguidance was chosen by measurement (bench/structured_decoding.py, bench/RESULTS.md): its per-token mask
-costs less than xgrammar's on this CPU-only path, and it needs no triton (xgrammar pulls in ~1 GB).
+llguidance was chosen by measurement (bench/structured_decoding.py, bench/RESULTS.md): it decoded at least as
+fast as xgrammar on this CPU-only path, and it needs no triton (xgrammar pulls in ~1 GB).
 """
 
 from __future__ import annotations
