@@ -1,7 +1,7 @@
 """Grammar-constrained decoding for the local backend with llguidance: JSON schemas and forced tool calls.
 
-llguidance was chosen by measurement (bench/structured_decoding.py, bench/RESULTS.md): its per-token mask
-costs less than xgrammar's on this CPU-only path, and it needs no triton (xgrammar pulls in ~1 GB).
+llguidance was chosen by measurement (bench/structured_decoding.py, bench/RESULTS.md): it decoded at least as
+fast as xgrammar on this CPU-only path, and it needs no triton (xgrammar pulls in ~1 GB).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import threading
 import warnings
 from typing import Any
 
+import numpy
 import torch
 from transformers import LogitsProcessor
 
@@ -100,13 +101,13 @@ class GrammarConstraint(LogitsProcessor):
         import llguidance
 
         with warnings.catch_warnings():
-            # llguidance.torch decorates a helper with torch.jit.script, which torch 2.10+ deprecates.
+            # llguidance.torch decorates a helper (not used here) with torch.jit.script, which torch deprecates.
             warnings.simplefilter("ignore", DeprecationWarning)
             import llguidance.torch
 
         built = tokenizer.get()
         self._matcher = llguidance.LLMatcher(built, grammar)
-        self._torch = llguidance.torch
+        self._fill = llguidance.torch.fill_next_token_bitmask
         self._bitmask = llguidance.torch.allocate_token_bitmask(1, built.vocab_size)
         self._prompt_length: int | None = None
 
@@ -115,8 +116,14 @@ class GrammarConstraint(LogitsProcessor):
             self._prompt_length = input_ids.shape[1]
         else:
             self._matcher.consume_token(int(input_ids[0, -1]))
-        self._torch.fill_next_token_bitmask(self._matcher, self._bitmask, 0)
-        self._torch.apply_token_bitmask_inplace(scores, self._bitmask)
+        self._fill(self._matcher, self._bitmask, 0)
+        # Unpacked with numpy rather than llguidance.torch.apply_token_bitmask_inplace, a torch.jit.script
+        # function that takes seconds to compile on first use; numpy's unpackbits costs well under 1 ms.
+        bits = numpy.unpackbits(self._bitmask.numpy().view(numpy.uint8), bitorder="little")
+        width = scores.shape[-1]
+        if bits.shape[0] < width:  # logits beyond the tokenizer's vocabulary (padding rows): never allowed
+            bits = numpy.pad(bits, (0, width - bits.shape[0]))
+        scores[0].masked_fill_(torch.from_numpy(bits[:width] == 0), float("-inf"))
         return scores
 
     def finished(self) -> bool:
