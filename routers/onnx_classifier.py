@@ -1,0 +1,101 @@
+"""ONNX Runtime scoring: texts -> ``P(large needed)`` with an exported checkpoint and the Rust tokenizer, no torch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from routers.artifacts import BUILTIN, checkpoint_dir, onnx_export_of, read_metadata
+from routers.errors import ClassifierError
+
+
+def session_options(threads: int) -> Any:
+    """Chosen by bench/classifier_latency.py on 2 cores: all graph optimisations, one inter-op thread."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: the 8-bit graph's opset notes are expected
+    return options
+
+
+def checkpoint_length(meta: dict[str, Any], max_length: int) -> int:
+    """The token cap: ``max_length`` bounded by the checkpoint's training length; 0 means the checkpoint's own."""
+    trained = int(meta.get("max_length") or 512)
+    return min(max_length, trained) if max_length > 0 else trained
+
+
+class OnnxScorer:
+    """Implements :class:`routers.base.Scorer` like ``EncoderScorer``: same truncation, padding and output.
+
+    Not thread-safe (the tokenizer's padding and truncation are set once); call it from one worker thread.
+    """
+
+    def __init__(self, session: Any, tokenizer: Any, *, max_length: int, metadata: dict[str, Any]) -> None:
+        self.session = session
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.metadata = metadata
+        self._inputs = {i.name for i in session.get_inputs()}
+        padding = tokenizer.padding or {}
+        tokenizer.enable_padding(pad_id=int(padding.get("pad_id", 0)), pad_token=str(padding.get("pad_token", "[PAD]")))
+        tokenizer.enable_truncation(max_length=max_length)
+
+    @classmethod
+    def load(cls, path: str = BUILTIN, *, max_length: int = 256, threads: int = 2) -> OnnxScorer:
+        """Load the ONNX export of ``builtin`` or a checkpoint directory (see ``routers.onnx_export``)."""
+        directory = checkpoint_dir(path)
+        files = onnx_export_of(directory)
+        if files is None:
+            raise ClassifierError(
+                f"no ONNX export in {directory}: run `python -m routers.onnx_export {path}` "
+                "or set routing.classifier.runtime: torch"
+            )
+        try:
+            import onnxruntime
+            from tokenizers import Tokenizer
+        except ImportError as exc:
+            raise ClassifierError(f"the ONNX runtime needs onnxruntime and tokenizers installed: {exc}") from exc
+        meta = read_metadata(directory)
+        graph, tokenizer_file = files
+        try:
+            session = onnxruntime.InferenceSession(
+                str(graph), session_options(threads), providers=["CPUExecutionProvider"]
+            )
+            tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors for bad files
+            raise ClassifierError(f"cannot load the ONNX router from {directory}: {exc}") from exc
+        return cls(session, tokenizer, max_length=checkpoint_length(meta, max_length), metadata=meta)
+
+    @property
+    def recommended_threshold(self) -> float | None:
+        value = self.metadata.get("threshold")
+        return float(value) if value is not None else None
+
+    def score_batch(self, texts: Sequence[str]) -> list[float]:
+        """Scores in [0, 1]; truncation at ``max_length`` tokens, padding only to the longest in the batch."""
+        if not texts:
+            return []
+        try:
+            encodings = self.tokenizer.encode_batch(list(texts))
+            feed = {
+                "input_ids": np.asarray([e.ids for e in encodings], dtype=np.int64),
+                "attention_mask": np.asarray([e.attention_mask for e in encodings], dtype=np.int64),
+            }
+            if "token_type_ids" in self._inputs:
+                feed["token_type_ids"] = np.asarray([e.type_ids for e in encodings], dtype=np.int64)
+            (scores,) = self.session.run(None, feed)
+            return [float(p) for p in scores]
+        except Exception as exc:  # noqa: BLE001 - the batcher turns this into one clear error per request
+            raise ClassifierError(f"ONNX classifier run failed: {exc}") from exc
+
+
+def export_exists(path: str) -> bool:
+    """Whether ``builtin`` or the checkpoint directory has an ONNX export next to it."""
+    return onnx_export_of(Path(checkpoint_dir(path))) is not None
