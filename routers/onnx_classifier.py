@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import ctypes
+import ctypes.util
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,16 @@ import numpy as np
 from routers.artifacts import BUILTIN, checkpoint_dir, onnx_export_of, read_metadata
 from routers.errors import ClassifierError
 
+# A batch at least this many tokens (rows x padded length) leaves tens of MB of freed activations behind.
+TRIM_AFTER_TOKENS = 1024
+
 
 def session_options(threads: int) -> Any:
-    """Chosen by bench/classifier_latency.py on 2 cores: all graph optimisations, one inter-op thread."""
+    """Settings measured on 2 cores (bench/RESULTS.md): all graph optimisations, one inter-op thread, no arena.
+
+    ONNX Runtime's CPU arena keeps the largest batch's activations for good (about 220 MB more RSS after one
+    batch of 32 prompts of 128 tokens); without it, memory goes back to malloc (see ``_trimmer``).
+    """
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -21,8 +30,23 @@ def session_options(threads: int) -> Any:
     options.inter_op_num_threads = 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_cpu_mem_arena = False
     options.log_severity_level = 3  # errors only: the 8-bit graph's opset notes are expected
     return options
+
+
+def _trimmer() -> Callable[[], None]:
+    """glibc's ``malloc_trim(0)``: hands freed heap back to the OS (about 5 ms after a large batch); else a no-op."""
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is None:
+        return lambda: None
+
+    def release() -> None:
+        trim(0)
+
+    return release
 
 
 def checkpoint_length(meta: dict[str, Any], max_length: int) -> int:
@@ -43,6 +67,7 @@ class OnnxScorer:
         self.max_length = max_length
         self.metadata = metadata
         self._inputs = {i.name for i in session.get_inputs()}
+        self._trim = _trimmer()
         padding = tokenizer.padding or {}
         tokenizer.enable_padding(pad_id=int(padding.get("pad_id", 0)), pad_token=str(padding.get("pad_token", "[PAD]")))
         tokenizer.enable_truncation(max_length=max_length)
@@ -75,7 +100,8 @@ class OnnxScorer:
 
     @property
     def recommended_threshold(self) -> float | None:
-        value = self.metadata.get("threshold")
+        """The export's own threshold where the checkpoint's was picked on other scores (torch int8), else that one."""
+        value = self.metadata.get("onnx", {}).get("threshold", self.metadata.get("threshold"))
         return float(value) if value is not None else None
 
     def score_batch(self, texts: Sequence[str]) -> list[float]:
@@ -91,9 +117,11 @@ class OnnxScorer:
             if "token_type_ids" in self._inputs:
                 feed["token_type_ids"] = np.asarray([e.type_ids for e in encodings], dtype=np.int64)
             (scores,) = self.session.run(None, feed)
-            return [float(p) for p in scores]
         except Exception as exc:  # noqa: BLE001 - the batcher turns this into one clear error per request
             raise ClassifierError(f"ONNX classifier run failed: {exc}") from exc
+        if feed["input_ids"].size >= TRIM_AFTER_TOKENS:
+            self._trim()
+        return [float(p) for p in scores]
 
 
 def export_exists(path: str) -> bool:

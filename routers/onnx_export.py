@@ -193,7 +193,10 @@ def export_onnx(checkpoint: str | Path, out_dir: Path | None = None) -> Path:
         "opset": opset,
         "exported_with": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
     }
-    write_metadata(target, {**(read_metadata(target) or meta), "onnx": section})
+    previous = read_metadata(target) or meta
+    # A threshold calibrated on this export's scores (the shipped default's) outlives a re-export: same graph.
+    kept = {k: v for k, v in previous.get("onnx", {}).items() if k in ("threshold", "threshold_source")}
+    write_metadata(target, {**previous, "onnx": {**section, **kept}})
     return graph
 
 

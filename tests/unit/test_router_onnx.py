@@ -141,3 +141,15 @@ def test_a_copied_default_without_its_export_runs_on_torch(tmp_path: Path) -> No
     copy = tmp_path / "default"
     shutil.copytree(builtin_dir(), copy, ignore=shutil.ignore_patterns(ONNX_FILE))
     assert choose_runtime(str(copy)) == "torch"
+
+
+def test_an_export_threshold_wins_and_survives_a_re_export(tiny: Path) -> None:
+    from routers.artifacts import write_metadata
+
+    export_onnx(str(tiny))
+    meta = read_metadata(tiny)
+    write_metadata(tiny, {**meta, "threshold": 0.4, "onnx": {**meta["onnx"], "threshold": 0.7}})
+    assert OnnxScorer.load(str(tiny)).recommended_threshold == 0.7
+    assert EncoderScorer.load(str(tiny)).recommended_threshold == 0.4
+    export_onnx(str(tiny))
+    assert read_metadata(tiny)["onnx"]["threshold"] == 0.7
