@@ -71,6 +71,7 @@ class OnnxScorer:
         padding = tokenizer.padding or {}
         tokenizer.enable_padding(pad_id=int(padding.get("pad_id", 0)), pad_token=str(padding.get("pad_token", "[PAD]")))
         tokenizer.enable_truncation(max_length=max_length)
+        self._trim()  # loading parsed a 20 MB protobuf that is garbage now
 
     @classmethod
     def load(cls, path: str = BUILTIN, *, max_length: int = 256, threads: int = 2) -> OnnxScorer:
