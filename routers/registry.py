@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from routers.base import Router, Scorer
 from routers.batcher import BatchingRouter
 from routers.errors import ClassifierNotReadyError
+
+if TYPE_CHECKING:
+    from routers.runtime import RuntimeChoice
 
 ROUTER_NAMES = ("classifier", "random", "always-small", "always-large")
 CLASSIFIER_OPTIONS = (
@@ -19,6 +22,7 @@ CLASSIFIER_OPTIONS = (
     "cache_size",
     "threads",
     "timeout_s",
+    "runtime",
 )
 
 
@@ -76,12 +80,15 @@ def build_router(name: str, *, seed: int | None = None, **classifier_options: An
     path = str(classifier_options.get("path", "builtin"))
     max_length = int(classifier_options.get("max_length", 256))
     threads = int(classifier_options.get("threads", 2))
+    runtime = cast("RuntimeChoice", str(classifier_options.get("runtime", "auto")))
+    if runtime not in ("auto", "onnx", "torch"):
+        raise ValueError(f"unknown classifier runtime {runtime!r}; choose auto, onnx or torch")
 
     def load() -> Scorer:
-        # Imported here: torch and transformers load only when a classifier is configured.
-        from routers.classifier import EncoderScorer
+        # Imported here: the runtime (onnxruntime, or torch and transformers) loads only for a classifier.
+        from routers.runtime import load_scorer
 
-        return EncoderScorer.load(path, max_length=max_length, threads=threads)
+        return load_scorer(path, runtime=runtime, max_length=max_length, threads=threads)
 
     return BatchingRouter(
         load,

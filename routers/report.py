@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from routers.base import Scorer
 from routers.calibrate import score_texts
-from routers.classifier import EncoderScorer
 from routers.data import SPLITS, Example, SplitName, load_data, select
 from routers.evaluate import Curve, curve, oracle_curve, plot, random_curve, summary, table
+from routers.runtime import RuntimeChoice, load_scorer
 
 DATASET_SPLITS: dict[str, str] = {
     "val-random": "MMLU, random held-out rows",
@@ -43,7 +44,7 @@ def length_curve(examples: Sequence[Example]) -> Curve:
     )
 
 
-def score_sorted(scorer: EncoderScorer, texts: Sequence[str], progress: bool) -> list[float]:
+def score_sorted(scorer: Scorer, texts: Sequence[str], progress: bool) -> list[float]:
     """Scores in input order, computed in length order so batches carry little padding."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     scored = score_texts(scorer, [texts[i] for i in order], progress=progress)
@@ -62,9 +63,10 @@ def evaluate_command(
     plot_path: Path | None,
     json_path: Path | None,
     progress: bool = True,
+    runtime: RuntimeChoice = "auto",
 ) -> int:
     """Print one table per dataset (router, random, length, oracle) and write the plot and JSON."""
-    scorer = EncoderScorer.load(model, max_length=max_length or 0, threads=threads)
+    scorer = load_scorer(model, runtime=runtime, max_length=max_length or 0, threads=threads)
     groups: dict[str, list[Curve]] = {}
     results: dict[str, Any] = {}
     for name, examples in datasets(data, split).items():

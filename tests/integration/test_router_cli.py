@@ -66,12 +66,17 @@ def test_train_score_evaluate_calibrate_round_trip(
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "hi"}\n{"messages": [{"role": "user", "content": "prove theorem"}]}\n')
     out = tmp_path / "scores.jsonl"
-    assert main(["score", "--in", str(prompts), "--out", str(out), "--model", str(ckpt), "--threshold", "0.5"]) == 0
+    score = ["score", "--in", str(prompts), "--out", str(out), "--model", str(ckpt), "--threshold", "0.5"]
+    assert main([*score, "--runtime", "torch"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["index"] for r in rows] == [0, 1] and all(r["tier"] in ("small", "large") for r in rows)
     assert rows[1]["score"] > rows[0]["score"]  # the data's hard rows say "prove theorem"
     direct = EncoderScorer.load(str(ckpt)).score_batch(["hi", "prove theorem"])
     assert [r["score"] for r in rows] == pytest.approx(direct, abs=1e-5)
+    assert meta["onnx"]["file"] == "model.int8.onnx"  # exported at train time; auto serves it
+    assert main(score) == 0
+    onnx_rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["score"] for r in onnx_rows] == pytest.approx(direct, abs=0.01)
 
     plot, numbers = tmp_path / "eval.png", tmp_path / "eval.json"
     assert (

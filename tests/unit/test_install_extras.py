@@ -10,7 +10,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 # Packages that only the extras bring: importing any of them on the serving path would break `pip install tiergate`.
-EXTRAS_ONLY = ["tqdm", "matplotlib", "openai", "gguf", "accelerate", "pytest", "hypothesis"]
+EXTRAS_ONLY = ["torch", "transformers", "tqdm", "matplotlib", "openai", "gguf", "accelerate", "llguidance", "onnx",
+               "psycopg", "pytest", "hypothesis"]
 
 SERVE_REMOTE_PROFILE = f"""
 import sys
@@ -20,9 +21,10 @@ from fastapi.testclient import TestClient
 from gateway.app import create_app
 from gateway.settings import load_settings
 
-settings = load_settings({str(REPO / "config" / "openai.yaml")!r}, {{"routing": {{"router": "random"}}}})
-with TestClient(create_app(settings)) as client:
+settings = load_settings({str(REPO / "config" / "openai.yaml")!r}, {{"server": {{"load_before_serving": True}}}})
+with TestClient(create_app(settings)) as client:  # the shipped classifier router, on ONNX Runtime
     assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
     assert client.get("/v1/models").status_code == 200
 print("served")
 """
