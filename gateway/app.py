@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from gateway import log_context
 from gateway.accounting import Accountant, OutcomeSink
+from gateway.admin import build_admin_api, install_sighup
 from gateway.api import build_api, error_response
 from gateway.backends.base import Backend
 from gateway.backends.factory import build_backend
@@ -80,9 +81,11 @@ def create_app(
             loading = asyncio.create_task(load())
             loading.add_done_callback(_log_load_failure)
         observability.start()
+        remove_sighup = install_sighup(state)
         try:
             yield
         finally:
+            remove_sighup()
             # The server has stopped accepting and waited for open connections; refuse stragglers and
             # give in-flight streams what is left of the grace period before closing what they use.
             if loading is not None and not loading.done():
@@ -101,6 +104,7 @@ def create_app(
     log_context.install(log_context.upstream_secrets(settings))  # request ids on log lines; upstream keys redacted
     app.include_router(build_api())
     app.include_router(observability.api)
+    app.include_router(build_admin_api())
     install_error_handlers(app)
     install_openapi(app)
     return app

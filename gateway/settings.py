@@ -121,6 +121,7 @@ class ApiKeySettings(Strict):
     models: list[str] | None = None  # client model names allowed; None = all
     requests_per_minute: int | None = Field(None, ge=1)  # None = limits.requests_per_minute
     tokens_per_minute: int | None = Field(None, ge=1)  # None = limits.tokens_per_minute
+    admin: bool = False  # may call the operator endpoints (POST /admin/router)
 
 
 class AuthSettings(Strict):

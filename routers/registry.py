@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 from routers.base import Router, Scorer
-from routers.batcher import BatchingRouter
 from routers.errors import ClassifierNotReadyError
+from routers.swap import SwappableRouter
 
 ROUTER_NAMES = ("classifier", "random", "always-small", "always-large")
 CLASSIFIER_OPTIONS = (
@@ -20,6 +21,8 @@ CLASSIFIER_OPTIONS = (
     "threads",
     "timeout_s",
 )
+
+BATCHING_OPTIONS = ("max_batch", "batch_wait_ms", "queue_size", "cache_size")
 
 
 class ConstantRouter:
@@ -77,17 +80,14 @@ def build_router(name: str, *, seed: int | None = None, **classifier_options: An
     max_length = int(classifier_options.get("max_length", 256))
     threads = int(classifier_options.get("threads", 2))
 
-    def load() -> Scorer:
-        # Imported here: torch and transformers load only when a classifier is configured.
-        from routers.classifier import EncoderScorer
+    def loader(checkpoint: str) -> Callable[[], Scorer]:
+        def load() -> Scorer:
+            # Imported here: torch and transformers load only when a classifier is configured.
+            from routers.classifier import EncoderScorer
 
-        return EncoderScorer.load(path, max_length=max_length, threads=threads)
+            return EncoderScorer.load(checkpoint, max_length=max_length, threads=threads)
 
-    return BatchingRouter(
-        load,
-        name="classifier",
-        max_batch=int(classifier_options.get("max_batch", 32)),
-        batch_wait_ms=float(classifier_options.get("batch_wait_ms", 2.0)),
-        queue_size=int(classifier_options.get("queue_size", 512)),
-        cache_size=int(classifier_options.get("cache_size", 10_000)),
-    )
+        return load
+
+    batching = {k: float(classifier_options[k]) for k in BATCHING_OPTIONS if k in classifier_options}
+    return SwappableRouter(path, loader, batching=batching)
