@@ -52,12 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", default="100,300,all")
     parser.add_argument("--seeds", type=int, default=3, help="label subsamples per budget (all: one)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--export", default=None, help="write labels.jsonl / eval.jsonl (the two halves) here, stop")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     examples = load_data(args.data)
     unseen = select(examples, "val-subject")
     val_random = select(examples, "val-random")
     rows = unseen + val_random
+    if args.export:
+        export(Path(args.export), unseen)
+        return 0
     cache = Path(args.cache)
     if cache.exists():
         saved = np.load(cache)
@@ -106,6 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
     return 0
+
+
+def export(directory: Path, unseen: list[Example]) -> None:
+    """The user's labels and the evaluation rows as ``tiergate adapt`` / ``evaluate`` JSONL."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("labels", [e for e in unseen if half(e)]), ("eval", [e for e in unseen if not half(e)])):
+        lines = [json.dumps({"prompt": e.text, "small_score": e.small, "large_score": e.large, "group": e.group})
+                 for e in rows]
+        (directory / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+        print(f"{directory / name}.jsonl: {len(rows)} rows", file=sys.stderr)
 
 
 def table(results: dict[str, Any], subjects: list[str]) -> str:

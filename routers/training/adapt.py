@@ -150,7 +150,7 @@ def cross_validate(
     for cand in candidates:
         oof = rows.prior.copy()
         for test, train in splits:
-            if len(test) == 0 or len(train) <= cand.knn_k:
+            if len(test) == 0 or len(train) < 8:
                 continue
             part = rows.take(test)
             inner = near.restrict(train, train, cand.knn_k) if len(train) <= MAX_MEMORY else None
