@@ -111,7 +111,8 @@ def fit_adapter(rows: Encoded, cand: Candidate, seed: int = 0, near: Neighbours 
     lo = hi - max(median - hi, 1e-3)
     features = feature_matrix(rows.texts)
     f_mean, f_scale = features.mean(0), features.std(0) + 1e-6
-    adapter = Adapter(cand.method, u[keep], np.zeros(len(keep)), cand.knn_k, cand.knn_weight, lo, hi, f_mean, f_scale)
+    memory = np.ascontiguousarray(u[keep], dtype=np.float32)
+    adapter = Adapter(cand.method, memory, np.zeros(len(keep)), cand.knn_k, cand.knn_weight, lo, hi, f_mean, f_scale)
     target = rows.labels - rows.prior
     if cand.ridge is not None:
         e_mean, e_scale = z.mean(0), z.std(0) + 1e-6
