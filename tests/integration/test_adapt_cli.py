@@ -78,6 +78,10 @@ def test_adapt_learns_the_labels_and_every_command_loads_the_result(
     result = json.loads((tmp_path / "cmp.json").read_text())["all"]
     assert result["adapted"]["apgr"] > result["start"]["apgr"] + 0.1 and plot.stat().st_size > 0
 
+    assert main(["evaluate", "--model", str(out), "--against", "builtin", "--data", str(data), "--plot", "",
+                 "--quiet"]) == 0
+    assert "not held out" in capsys.readouterr().err  # rows it was adapted on: said so
+
     scored = tmp_path / "scores.jsonl"
     assert main(["score", "--model", str(out), "--in", str(test), "--out", str(scored), "--quiet"]) == 0
     assert len(scored.read_text().splitlines()) == 80
