@@ -37,6 +37,9 @@ def error_response(error: GatewayError, headers: dict[str, str] | None = None) -
                     media_type=JSON)
 
 
+ROUTER_HEADER = "x-tiergate-router"  # the classifier checkpoint that scored the request
+
+
 def decision_headers(decision: RouteDecision, model: str, rid: str) -> dict[str, str]:
     return {
         "x-tiergate-tier": decision.tier,
@@ -45,7 +48,7 @@ def decision_headers(decision: RouteDecision, model: str, rid: str) -> dict[str,
         "x-tiergate-threshold": "" if decision.threshold is None else f"{decision.threshold:.4f}",
         "x-tiergate-reason": decision.reason,
         "x-request-id": rid,
-    }
+    } | ({ROUTER_HEADER: decision.router} if decision.router else {})
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from gateway import log_context
 from gateway.accounting import Accountant, OutcomeSink
+from gateway.admin import build_admin_api, install_sighup
 from gateway.api import build_api, error_response
 from gateway.backends.base import Backend
 from gateway.backends.factory import build_backend
@@ -96,9 +97,11 @@ def create_app(
         shared.start()
         if state.learning is not None:
             await state.learning.start()
+        remove_sighup = install_sighup(state)
         try:
             yield
         finally:
+            remove_sighup()
             # The server has stopped accepting and waited for open connections; refuse stragglers and
             # give in-flight streams what is left of the grace period before closing what they use.
             if loading is not None and not loading.done():
@@ -126,6 +129,7 @@ def create_app(
     app.include_router(observability.api)
     app.include_router(shared.api())
     app.include_router(feedback_api())
+    app.include_router(build_admin_api())
     app.include_router(build_surface_api(state))  # last: it answers unknown /v1 paths
     install_error_handlers(app)
     install_openapi(app)

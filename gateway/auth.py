@@ -40,6 +40,7 @@ class Principal:
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
     shadow: bool | None = None  # learning opt-in (True) / opt-out (False)
+    admin: bool = False  # may call the operator endpoints (POST /admin/router)
 
     def allows_tier(self, tier: Tier) -> bool:
         return self.tiers is None or tier in self.tiers
@@ -62,6 +63,7 @@ def _principal(entry: ApiKeySettings) -> Principal:
         entry.requests_per_minute,
         entry.tokens_per_minute,
         entry.shadow,
+        entry.admin,
     )
 
 
@@ -126,6 +128,14 @@ class Authenticator:
         if principal is None:
             raise unauthorized("Incorrect API key provided.")  # never echo the key, not even a part of it
         return principal
+
+
+def require_admin(authenticator: Authenticator, authorization: str | None, query_string: str = "") -> Principal:
+    """The caller of an operator endpoint: a configured key marked ``admin: true`` (401 / 403 otherwise)."""
+    principal = authenticator.authenticate(authorization, query_string) if authenticator.enabled else ANONYMOUS
+    if not principal.admin:
+        raise PermissionDeniedError("this endpoint needs an admin key (auth.keys[].admin: true)")
+    return principal
 
 
 def unauthorized(message: str) -> AuthenticationError:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from gateway.accounting import RequestOutcome
@@ -53,13 +54,13 @@ class Resilience:
             other = self._other(decision.tier)
             if other is None or not allowed(other):
                 raise PermissionDeniedError("this API key may not use any configured tier", param="model")
-            decision = RouteDecision(other, decision.reason, decision.score, decision.threshold)
+            decision = replace(decision, tier=other)
         steps = [decision]
         routes = dict(direction.split("->") for direction in self.policy.fallback.directions)
         target: Tier | None = routes.get(decision.tier)  # type: ignore[assignment]
         if (target is not None and target != decision.tier and target in self.backends and allowed(target)
                 and (decision.reason != "explicit_model" or self.policy.fallback.explicit_model)):
-            steps.append(RouteDecision(target, "fallback", decision.score, decision.threshold))
+            steps.append(replace(decision, tier=target, reason="fallback"))
         return steps
 
     def _other(self, tier: Tier) -> Tier | None:

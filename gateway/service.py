@@ -17,6 +17,7 @@ from gateway.settings import Settings
 from routers.base import RouteDecision, Router, Tier, decide
 from routers.errors import ClassifierOverloadedError
 from routers.features import routing_text
+from routers.swap import SwappableRouter
 
 THRESHOLD_HEADER = "x-tiergate-threshold"
 DEFAULT_THRESHOLD = 0.5
@@ -85,6 +86,8 @@ class ChatService:
     def base_threshold(self) -> float:
         if self.share_controller is not None:
             return float(self.share_controller.threshold())
+        if isinstance(self.router, SwappableRouter) and self.router.promoted_threshold is not None:
+            return self.router.promoted_threshold  # re-derived at promotion for the same large share
         if self.routing.threshold is not None:
             return self.routing.threshold
         return configured_threshold(self.router)
@@ -107,8 +110,13 @@ class ChatService:
             return fail_safe
         if not self.classifier_breaker.allow():  # broken: do not wait on it again until it may have recovered
             return fail_safe
+        checkpoint: str | None = None
         try:
-            score = await asyncio.wait_for(self.router.score(text), self.routing.classifier.timeout_s)
+            if isinstance(self.router, SwappableRouter):  # also names the checkpoint that scored it
+                named = self.router.score_named(text)
+                score, checkpoint = await asyncio.wait_for(named, self.routing.classifier.timeout_s)
+            else:
+                score = await asyncio.wait_for(self.router.score(text), self.routing.classifier.timeout_s)
         except Exception as exc:  # the classifier is a dependency that may fail: the request still gets an answer
             if isinstance(exc, ClassifierOverloadedError):
                 self.classifier_breaker.release()  # busy, not broken: only this request skips it
@@ -123,7 +131,7 @@ class ChatService:
             self.share_controller.observe(score)
         if self.router.name in ("always-small", "always-large"):
             return RouteDecision("large" if score >= 0.5 else "small", "fixed", score, threshold)
-        decision = decide(score, threshold)
+        decision = decide(score, threshold, checkpoint)
         if self.router.name == "random":
             return RouteDecision(decision.tier, "random", score, threshold)
         return decision

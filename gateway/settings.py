@@ -154,6 +154,7 @@ class ApiKeySettings(Strict):
     requests_per_minute: int | None = Field(None, ge=1)  # None = limits.requests_per_minute
     tokens_per_minute: int | None = Field(None, ge=1)  # None = limits.tokens_per_minute
     shadow: bool | None = None  # learning: True opts this key in, False out; None follows learning.shadow_keys
+    admin: bool = False  # may call the operator endpoints (POST /admin/router)
 
 
 class AuthSettings(Strict):

@@ -32,13 +32,14 @@ class RouteDecision:
     reason: Reason
     score: float | None = None
     threshold: float | None = None
+    router: str | None = None  # the checkpoint that scored the request (routers.swap.checkpoint_name)
 
 
-def decide(score: float, threshold: float) -> RouteDecision:
+def decide(score: float, threshold: float, router: str | None = None) -> RouteDecision:
     """The one shared rule: ``score >= threshold`` goes to the large tier."""
     if score >= threshold:
-        return RouteDecision("large", "score_above_threshold", score, threshold)
-    return RouteDecision("small", "score_below_threshold", score, threshold)
+        return RouteDecision("large", "score_above_threshold", score, threshold, router)
+    return RouteDecision("small", "score_below_threshold", score, threshold, router)
 
 
 @runtime_checkable

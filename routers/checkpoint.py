@@ -25,6 +25,7 @@ from transformers.utils import logging as hf_logging
 from routers.artifacts import BUILTIN, METADATA_FILE, builtin_dir, read_metadata, write_metadata
 from routers.errors import ClassifierError
 from routers.pooled import HeadSpec, MLPHead, PooledClassifier
+from routers.training.adapter import Adapter
 
 __all__ = ["BUILTIN", "METADATA_FILE", "builtin_dir", "read_metadata", "write_metadata"]  # re-exported
 
@@ -198,3 +199,18 @@ def save_pooled_checkpoint(model: PooledClassifier, out: Path, meta: dict[str, A
         "head": model.head.spec.as_metadata(),
     }
     write_metadata(out, {**meta, **architecture})
+
+
+def checkpoint_dir(path: str) -> Path:
+    return builtin_dir() if path == BUILTIN else Path(path)
+
+
+def load_adapter(path: str, meta: dict[str, Any]) -> Adapter | None:
+    """The adapted checkpoint's correction (``metadata.json`` ``adapter``), or None for a plain checkpoint."""
+    scalars = meta.get("adapter")
+    if not scalars:
+        return None
+    try:
+        return Adapter.load(checkpoint_dir(path), dict(scalars))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ClassifierError(f"cannot load the adapter of {path}: {exc}") from exc

@@ -6,11 +6,16 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from routers.checkpoint import BUILTIN, load_checkpoint
+from routers.checkpoint import BUILTIN, load_adapter, load_checkpoint
 from routers.errors import ClassifierError
+from routers.pooled import PooledClassifier
+from routers.training.adapter import Adapter
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
 
 def probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -42,9 +47,13 @@ class EncoderScorer:
         max_length: int = 256,
         threads: int = 2,
         metadata: dict[str, Any] | None = None,
+        adapter: Adapter | None = None,
     ) -> None:
         model.train(False)
+        if adapter is not None and not isinstance(model, PooledClassifier):
+            raise ClassifierError("an adapter needs a pooled checkpoint (frozen encoder + head)")
         self.model = model
+        self.adapter = adapter
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.threads = threads
@@ -61,30 +70,52 @@ class EncoderScorer:
         """
         torch.set_num_threads(threads)
         model, tokenizer, meta = load_checkpoint(path)
+        adapter = load_adapter(path, meta)
         trained = int(meta.get("max_length") or 512)
         length = min(max_length, trained) if max_length > 0 else trained
         if quantize is None:
             quantize = meta.get("inference", {}).get("quantize") == "int8"
         module: torch.nn.Module = quantize_int8(model) if quantize else model
-        return cls(module, tokenizer, max_length=length, threads=threads, metadata=meta)
+        return cls(module, tokenizer, max_length=length, threads=threads, metadata=meta, adapter=adapter)
 
     @property
     def recommended_threshold(self) -> float | None:
         value = self.metadata.get("threshold")
         return float(value) if value is not None else None
 
-    def score_batch(self, texts: Sequence[str]) -> list[float]:
-        """Scores in [0, 1]; truncation at ``max_length`` tokens, padding only to the longest in the batch."""
-        if not texts:
-            return []
+    def _batch(self, texts: Sequence[str]) -> Any:
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
+        return self.tokenizer(
+            list(texts), truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+        )
+
+    def score_batch(self, texts: Sequence[str]) -> list[float]:
+        """Scores in [0, 1]; truncation at ``max_length`` tokens, padding only to the longest in the batch.
+
+        An adapted checkpoint's :class:`Adapter` corrects the head's score from the same pooled features.
+        """
+        if not texts:
+            return []
+        if self.adapter is not None:
+            pooled, prior = self.embed_batch(texts)
+            return [float(p) for p in self.adapter.apply(prior, pooled, texts)]
         try:
-            batch = self.tokenizer(
-                list(texts), truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
-            )
             with torch.inference_mode():
-                logits = self.model(**batch).logits
+                logits = self.model(**self._batch(texts)).logits
             return [float(p) for p in probabilities(logits.float())]
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise ClassifierError(f"classifier forward pass failed: {exc}") from exc
+
+    def embed_batch(self, texts: Sequence[str]) -> tuple[FloatArray, FloatArray]:
+        """A pooled checkpoint's mean-pooled features ``[n, width]`` and its head's own scores ``[n]`` (no adapter)."""
+        if not isinstance(self.model, PooledClassifier):
+            raise ClassifierError("pooled features need a pooled checkpoint (frozen encoder + head)")
+        try:
+            batch = self._batch(texts)
+            with torch.inference_mode():
+                pooled = self.model.pooled(**batch)
+                prior = torch.sigmoid(self.model.head(pooled)[:, 0])
+            return pooled.double().numpy(), prior.double().numpy()
         except (RuntimeError, ValueError, IndexError) as exc:
             raise ClassifierError(f"classifier forward pass failed: {exc}") from exc

@@ -53,6 +53,21 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from routers.report import evaluate_command
 
+    if args.against:
+        from routers.training.compare import compare_command
+
+        compare_command(
+            args.data,
+            args.model,
+            args.against,
+            args.split,
+            args.threads,
+            Path(args.plot) if args.plot else None,
+            Path(args.json) if args.json else None,
+            progress=not args.quiet,
+        )
+        return 0
+
     return evaluate_command(
         args.data,
         args.model,
@@ -123,16 +138,38 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adapt(args: argparse.Namespace) -> int:
+    from routers.training.adapt import adapt_checkpoint
+
+    adapt_checkpoint(
+        args.data,
+        Path(args.out),
+        source=args.source,
+        force=args.force,
+        folds=args.folds,
+        seed=args.seed,
+        threads=args.threads,
+    )
+    return 0
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from routers.training.recommend_cli import recommend_command
+
+    return recommend_command(args)
+
+
 def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """A bad checkpoint or data file ends the command with one clear line and exit code 2, not a traceback."""
 
     def run(args: argparse.Namespace) -> int:
         from routers.data import DataError
         from routers.errors import ClassifierError
+        from routers.training.adapt import AdaptError
 
         try:
             return handler(args)
-        except (ClassifierError, DataError, FileNotFoundError) as exc:
+        except (ClassifierError, DataError, AdaptError, FileNotFoundError) as exc:
             print(f"tiergate {args.command}: {exc}", file=sys.stderr)
             return 2
 
@@ -150,7 +187,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``train``, ``evaluate``, ``calibrate`` and ``score``; each sets ``func(args) -> int``."""
+    """Register ``train``, ``evaluate``, ``calibrate``, ``score``, ``adapt`` and ``recommend``; each sets ``func``."""
     p = subparsers.add_parser("train", help="train the routing classifier and write a checkpoint")
     p.add_argument("--data", required=True, help="shared data directory, MMLU-style CSV, arena or user JSONL")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
@@ -191,8 +228,33 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--split", default="auto", help="auto: the held-out splits of the shared data, else 'all'")
     p.add_argument("--plot", default="router_eval.png", help="PNG to write ('' for none)")
     p.add_argument("--json", default=None, help="also write the numbers as JSON")
+    p.add_argument("--against", default=None, help="a second checkpoint (or 'builtin') scored on the same rows")
     _model_options(p)
     p.set_defaults(func=_guarded(_evaluate))
+
+    p = subparsers.add_parser("adapt", help="adapt a checkpoint to your own labels (checked on held-out labels)")
+    p.add_argument("--data", required=True, action="append", help="labelled JSONL (repeat for several files)")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--from", dest="source", default="builtin", help="checkpoint to start from (default builtin)")
+    p.add_argument("--force", action="store_true", help="write even when worse on the held-out labels; replace --out")
+    p.add_argument("--folds", type=int, default=5, help="cross-fitting folds: each label held out once (5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.set_defaults(func=_guarded(_adapt))
+
+    p = subparsers.add_parser("recommend", help="operating points, cost and a verdict from your labels and prices")
+    p.add_argument("--data", required=True, help="labelled JSONL (small_score/large_score or label)")
+    p.add_argument("--prices", default="config/prices.yaml", help="price file (USD per 1M tokens)")
+    p.add_argument("--small-model", default="gpt-4o-mini", help="price-file name of the small tier")
+    p.add_argument("--large-model", default="gpt-4o", help="price-file name of the large tier")
+    p.add_argument("--monthly-requests", type=int, default=1_000_000)
+    p.add_argument("--min-quality", type=float, default=0.95, help="quality vs all-large to keep (0.95)")
+    p.add_argument("--completion-tokens", type=float, default=300.0, help="when a row has no completion_tokens")
+    p.add_argument("--scores", default=None, help="`tiergate score` output for these rows instead of --model")
+    p.add_argument("--plot", default="recommend.png", help="PNG to write ('' for none)")
+    p.add_argument("--json", default=None, help="also write every operating point as JSON")
+    _model_options(p)
+    p.set_defaults(func=_guarded(_recommend))
 
     p = subparsers.add_parser("calibrate", help="threshold that sends a target share of traffic large")
     p.add_argument("--data", required=True, help="sample traffic: JSONL of prompt/messages lines, or CSV")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from routers.base import Router, Scorer
-from routers.batcher import BatchingRouter
 from routers.errors import ClassifierNotReadyError
+from routers.swap import SwappableRouter
 
 if TYPE_CHECKING:
     from routers.runtime import RuntimeChoice
@@ -24,6 +25,8 @@ CLASSIFIER_OPTIONS = (
     "timeout_s",
     "runtime",
 )
+
+BATCHING_OPTIONS = ("max_batch", "batch_wait_ms", "queue_size", "cache_size")
 
 
 class ConstantRouter:
@@ -84,17 +87,14 @@ def build_router(name: str, *, seed: int | None = None, **classifier_options: An
     if runtime not in ("auto", "onnx", "torch"):
         raise ValueError(f"unknown classifier runtime {runtime!r}; choose auto, onnx or torch")
 
-    def load() -> Scorer:
-        # Imported here: the runtime (onnxruntime, or torch and transformers) loads only for a classifier.
-        from routers.runtime import load_scorer
+    def loader(checkpoint: str) -> Callable[[], Scorer]:
+        def load() -> Scorer:
+            # Imported here: the runtime (onnxruntime, or torch and transformers) loads only for a classifier.
+            from routers.runtime import load_scorer
 
-        return load_scorer(path, runtime=runtime, max_length=max_length, threads=threads)
+            return load_scorer(checkpoint, runtime=runtime, max_length=max_length, threads=threads)
 
-    return BatchingRouter(
-        load,
-        name="classifier",
-        max_batch=int(classifier_options.get("max_batch", 32)),
-        batch_wait_ms=float(classifier_options.get("batch_wait_ms", 2.0)),
-        queue_size=int(classifier_options.get("queue_size", 512)),
-        cache_size=int(classifier_options.get("cache_size", 10_000)),
-    )
+        return load
+
+    batching = {k: float(classifier_options[k]) for k in BATCHING_OPTIONS if k in classifier_options}
+    return SwappableRouter(path, loader, batching=batching)

@@ -1,0 +1,1 @@
+"""Offline jobs on a deployment's own labels: adapt the router, compare routers, recommend an operating point."""
