@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -73,7 +74,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._head_bytes = 0  # bytes received towards the current request's head
         self._in_head = True  # waiting for (the rest of) a request line and headers
+        # One lazily moved timer: a phase change only sets the deadline, so a kept-alive connection serving
+        # many requests does not create and cancel two timers per request.
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._deadline: float | None = None  # loop time by which the current phase must end; None = no phase
+        self._expire: Callable[[], None] = _nothing
         self._rejected = False
 
     # -- connection
@@ -90,6 +96,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -109,7 +118,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
-        if self._timer is None:  # a later request on a kept-alive connection: its head has a deadline too
+        if self._deadline is None:  # a later request on a kept-alive connection: its head has a deadline too
             self._arm(self.limits.header_timeout_s, self._header_timeout)
 
     def on_headers_complete(self) -> None:
@@ -124,22 +133,37 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     # -- deadlines
-    def _arm(self, delay: float, callback: Any) -> None:
+    def _arm(self, delay: float, expire: Callable[[], None]) -> None:
+        deadline = self.loop.time() + delay
+        self._deadline = deadline
+        self._expire = expire
+        if self._timer is not None and self._timer_at <= deadline:
+            return  # it fires first and moves itself on to the deadline
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self.loop.call_later(delay, callback)
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._check)
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = None
+
+    def _check(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None:
+            return
+        if self.loop.time() < deadline:
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._check)
+            return
+        self._deadline = None
+        self._expire()
 
     def _responding(self) -> bool:
         cycle = self.cycle
         return cycle is not None and not cycle.response_complete
 
     def _header_timeout(self) -> None:
-        self._timer = None
         if self.transport.is_closing():
             return
         if self._responding():  # the head of a pipelined request: judged once the current response is done
@@ -152,7 +176,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                      "request_timeout")
 
     def _body_timeout(self) -> None:
-        self._timer = None
         cycle = self.cycle
         if self.transport.is_closing():
             return
@@ -176,6 +199,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.loop.call_later(LINGER_S, transport.close)
         else:
             transport.close()
+
+
+def _nothing() -> None:
+    return None
 
 
 def limited_protocol(limits: ConnectionLimits) -> type[LimitedHttpToolsProtocol]:
