@@ -65,11 +65,14 @@ ENV PIP_NO_CACHE_DIR=1 \
     PATH=/opt/tiergate/bin:$PATH
 
 WORKDIR /src
+# The base dependencies exactly as locked (requirements/slim.lock: no extras), then the project alone.
+COPY requirements ./requirements
+RUN python -m venv /opt/tiergate \
+ && pip install --no-cache-dir --require-hashes -r requirements/slim.lock
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY routers ./routers
-RUN python -m venv /opt/tiergate \
- && pip install --no-cache-dir ./ \
+RUN pip install --no-cache-dir --no-deps ./ \
  && ! python -c "import torch" 2>/dev/null
 
 # ----------------------------------------------------------------------------------------------- slim

