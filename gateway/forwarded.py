@@ -17,7 +17,7 @@ from gateway.backends.forwarding import Forwarding
 from gateway.errors import GatewayError, InvalidRequestError, ModelNotFoundError
 from gateway.log_context import request_id
 from gateway.protocol import parse_body
-from gateway.resilience import Release, WatchedStream, close_iterator
+from gateway.resilience import Release, WatchedStream, close_iterator, prime
 from gateway.settings import OpenAIBackend
 from gateway.sse import DONE, SSEResponse, error_events, event
 from gateway.state import GatewayState
@@ -111,15 +111,7 @@ class ForwardedEndpoint:
         sent = {**body, "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True}}
 
         async def call(backend: Backend) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
-            chunks = aiter(_forwarding(backend).post_stream(self.path, sent, headers, upstream_model))
-            try:
-                first = await anext(chunks)
-            except StopAsyncIteration:
-                first = {}
-            except BaseException:
-                await close_iterator(chunks)
-                raise
-            return first, chunks
+            return await prime(aiter(_forwarding(backend).post_stream(self.path, sent, headers, upstream_model)))
 
         hold: list[Release] = []
         first, chunks = await self.state.service.resilience.run(

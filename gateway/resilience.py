@@ -180,15 +180,7 @@ class Resilience:
         watched for the breaker, and the backend's concurrency slot is held until the stream closes."""
 
         async def call(backend: Backend) -> tuple[ChatObject, AsyncIterator[ChatObject]]:
-            chunks = aiter(backend.stream(body, client_headers))
-            try:
-                first = await anext(chunks)
-            except StopAsyncIteration:
-                first = {}
-            except BaseException:
-                await close_iterator(chunks)
-                raise
-            return first, chunks
+            return await prime(aiter(backend.stream(body, client_headers)))
 
         tier_holder: list[Tier] = []
 
@@ -259,6 +251,19 @@ async def guarded(call: Callable[[Backend], Awaitable[T]], backend: Backend) -> 
         log.error("backend %s failed unexpectedly: %s: %s", backend.name, type(exc).__name__, exc)
         log.debug("traceback of the failure of backend %s", backend.name, exc_info=exc)
         raise UpstreamError(f"upstream {backend.name} failed", kind="protocol") from exc
+
+
+async def prime(chunks: AsyncIterator[ChatObject]) -> tuple[ChatObject, AsyncIterator[ChatObject]]:
+    """Await a stream's first object (``{}`` for an empty stream), closing the stream if that fails, so an
+    early upstream failure surfaces before anything reaches the client."""
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = {}
+    except BaseException:
+        await close_iterator(chunks)
+        raise
+    return first, chunks
 
 
 async def close_iterator(chunks: AsyncIterator[Any]) -> None:

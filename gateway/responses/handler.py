@@ -19,7 +19,7 @@ from gateway.backends.forwarding import Forwarding
 from gateway.errors import GatewayError, InvalidRequestError
 from gateway.log_context import request_id
 from gateway.protocol import parse_body
-from gateway.resilience import Release, WatchedStream, close_iterator
+from gateway.resilience import Release, WatchedStream, close_iterator, prime
 from gateway.responses.events import ChatToEvents, encode
 from gateway.responses.store import ResponseStore, StoredResponse
 from gateway.responses.translate import (
@@ -297,14 +297,7 @@ class Call:
         else:
             self.mode = "translated"
             chunks = aiter(backend.stream(self.chat_body(), self.headers))
-        try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            first = {}
-        except BaseException:
-            await close_iterator(chunks)
-            raise
-        return first, chunks
+        return await prime(chunks)
 
 
 def build_responses_api(state: GatewayState) -> APIRouter:
