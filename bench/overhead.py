@@ -1,4 +1,4 @@
-"""Gateway overhead benchmark: direct-to-upstream vs Tiergate vs LiteLLM's proxy, measured in one run.
+"""Gateway overhead benchmark: direct-to-upstream vs a minimal floor vs Tiergate vs LiteLLM's proxy, in one run.
 
     python bench/overhead.py                      # everything; writes bench/RESULTS.md
     python bench/overhead.py --skip-litellm       # the gateway-core numbers only (direct vs Tiergate)
@@ -191,6 +191,19 @@ def start_tiergate(args: argparse.Namespace, upstream: str, logs: Path, attempt:
     return process, seconds, f"http://127.0.0.1:{port}/v1"
 
 
+def start_floor(args: argparse.Namespace, upstream: str, logs: Path, attempt: int) -> Started:
+    """bench/floor_app.py: a minimal Starlette + aiohttp pass-through under the same server as Tiergate."""
+    port = free_port()
+    log = logs / f"floor-{attempt}.log"
+    command = [sys.executable, "-m", "uvicorn", "--factory", "bench.floor_app:create_app", "--host", "127.0.0.1",
+               "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+               "--log-level", "warning"]
+    started = time.monotonic()
+    process = spawn(pinned(args.gateway_cpus, command), clean_env({"FLOOR_UPSTREAM": upstream}), log)
+    seconds = wait_ready(f"http://127.0.0.1:{port}/healthz", process, started, 60, log)
+    return process, seconds, f"http://127.0.0.1:{port}/v1"
+
+
 def ensure_litellm(venv: Path) -> Path:
     binary = venv / "bin" / "litellm"
     if not binary.exists():
@@ -335,7 +348,7 @@ def mib(kib: int) -> str:
 def render(results: dict[str, Any]) -> str:
     out: list[str] = []
     meta, cfg = results["machine"], results["config"]
-    names = [n for n in ("direct", "tiergate", "litellm") if n in results["targets"]]
+    names = [n for n in ("direct", "floor", "tiergate", "litellm") if n in results["targets"]]
     out += ["# Gateway overhead: direct vs Tiergate vs LiteLLM", "",
             f"Measured {results['finished']} in one run of:", "", "```", results["command"], "```", "",
             "## Machine and versions", ""]
@@ -407,6 +420,11 @@ def verdicts(results: dict[str, Any]) -> list[str]:
         rps = points["tiergate@32"]["rps"]
         lines.append(f"Tiergate at concurrency 32 on one core: {rps:,.0f} requests/s (target >= 1,500): "
                      f"{'PASS' if rps >= 1500 else 'FAIL'}")
+    for c in results["config"]["concurrency"]:
+        if f"tiergate@{c}" in points and f"floor@{c}" in points:
+            ratio = points[f"tiergate@{c}"]["rps"] / points[f"floor@{c}"]["rps"]
+            target = " (target >= 0.7)" if c == 32 else ""
+            lines.append(f"Tiergate / minimal Starlette + aiohttp floor at concurrency {c}: {ratio:.2f}x{target}")
     tier = [p["rps"] for k, p in points.items() if k.startswith("tiergate@")]
     lite = [p["rps"] for k, p in points.items() if k.startswith("litellm@")]
     if tier and lite:
@@ -419,7 +437,7 @@ def verdicts(results: dict[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------------------------- main
 def bench_target(args: argparse.Namespace, name: str, direct: Target, upstream: str, logs: Path,
                  results: dict[str, Any], raw: dict[str, list[dict[str, Any]]]) -> None:
-    starter = start_tiergate if name == "tiergate" else start_litellm
+    starter = {"tiergate": start_tiergate, "floor": start_floor, "litellm": start_litellm}[name]
     model = args.tiergate_model if name == "tiergate" else "gpt-4o-mini"
     target = Target(name, "", model)
     process = None
@@ -462,6 +480,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stream-requests", type=int, default=300)
     parser.add_argument("--startup-repeats", type=int, default=3)
     parser.add_argument("--skip-litellm", action="store_true", help="direct vs Tiergate only")
+    parser.add_argument("--skip-floor", action="store_true",
+                        help="leave out the minimal Starlette + aiohttp pass-through (bench/floor_app.py)")
     parser.add_argument("--skip-tiergate", action="store_true", help="direct vs LiteLLM only")
     parser.add_argument("--gateway-cpus", default="0", help="taskset CPU list for the gateway ('' = no pinning)")
     parser.add_argument("--client-cpus", default="1", help="taskset CPU list for upstream and load generator")
@@ -504,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     upstream_process, upstream = start_upstream(args, logs)
     direct = Target("direct", upstream, "gpt-4o-mini")
     try:
+        if not args.skip_floor:
+            bench_target(args, "floor", direct, upstream, logs, results, raw)
         if not args.skip_tiergate:
             bench_target(args, "tiergate", direct, upstream, logs, results, raw)
         if not args.skip_litellm:
