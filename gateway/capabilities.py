@@ -58,16 +58,17 @@ def capabilities_of(settings: OpenAIBackend | LocalBackend, backend: object = No
     the grammar engine installed), text only, within ``max_input_tokens``."""
     declared = settings.capabilities
     local = isinstance(settings, LocalBackend)
-    knows = isinstance(backend, KnowsCapabilities)
+    # One isinstance against the runtime-checkable protocol: each costs microseconds, on every routed request.
+    knowing = backend if isinstance(backend, KnowsCapabilities) else None
     context = declared.context_tokens
     if context is None and isinstance(settings, LocalBackend):
         context = settings.max_input_tokens
-    tools = backend.supports_tools() if isinstance(backend, KnowsCapabilities) else not local
-    json_schema = backend.supports_json_schema() if isinstance(backend, KnowsCapabilities) else not local
+    tools = knowing.supports_tools() if knowing is not None else not local
+    json_schema = knowing.supports_json_schema() if knowing is not None else not local
     return TierCapabilities(
         tools=declared.tools if declared.tools is not None else tools,
         json_schema=declared.json_schema if declared.json_schema is not None else json_schema,
-        vision=declared.vision if declared.vision is not None else not (local or knows),
+        vision=declared.vision if declared.vision is not None else not (local or knowing is not None),
         context_tokens=context,
     )
 
