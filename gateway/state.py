@@ -10,12 +10,14 @@ from fastapi import Request
 
 from gateway.accounting import Accountant, RequestOutcome
 from gateway.backends.base import Backend
+from gateway.capabilities import describe, needs_of
 from gateway.conversations.steering import Steering
 from gateway.errors import GatewayError
 from gateway.guard import Guard
 from gateway.pricing import format_usd
 from gateway.service import ChatService
 from gateway.settings import Settings
+from gateway.shared_state.base import InsufficientQuotaError
 from gateway.shared_state.wiring import SharedState
 from routers.base import RouteDecision, Router, Tier
 
@@ -56,7 +58,15 @@ class GatewayState:
         """Spend caps after routing: the decision, downgraded to small when the large-tier budget is spent."""
         if self.shared is None:
             return decision
-        return await self.shared.check_budget(body, outcome, decision)
+        decided = await self.shared.check_budget(body, outcome, decision)
+        if decided.reason == "budget":  # downgraded after steering: the small tier must still serve the request
+            lacking = self.steering.missing(decided.tier, needs_of(body))
+            if lacking:
+                raise InsufficientQuotaError(
+                    f"You exceeded your current quota for the large tier, and the small tier does not support "
+                    f"{describe(lacking)}: this request cannot be served until the budget renews.",
+                    headers={"x-should-retry": "false"})
+        return decided
 
     def answer_headers(self, outcome: RequestOutcome) -> dict[str, str]:
         """Headers that need the finished outcome of a JSON answer (its cost, from the real usage)."""

@@ -96,3 +96,22 @@ def test_a_team_budget_is_shared_by_its_keys(fake_upstream: FakeUpstream, state:
     assert refused.status_code == 429 and free.status_code == 200
     assert [s["kind"] for s in carol["scopes"]] == ["key", "team"]
     assert carol["scopes"][1]["monthly"]["spent_usd"] == pytest.approx(2 * LARGE_COST, rel=1e-6)
+
+
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
+
+
+def test_budget_never_downgrades_to_a_tier_that_lacks_what_the_request_needs(fake_upstream: FakeUpstream) -> None:
+    budgets = {"keys": {"alice": {"large_daily_usd": 0.0}}}
+    settings = upstream_settings(
+        fake_upstream.url,  # type: ignore[attr-defined]
+        auth={"keys": [{"name": "alice", "hash": hash_key("key-alice")}]}, state={"backend": "memory"},
+        budgets=budgets, tier_overrides={"small": {"capabilities": {"tools": False}}})
+    with running_gateway(settings, router=FixedRouter(0.1)) as gateway:
+        plain = chat(gateway.url, "key-alice")
+        with_tools = chat(gateway.url, "key-alice", tools=TOOLS)
+    assert plain.status_code == 200 and plain.headers["x-tiergate-tier"] == "small"
+    # Steering sends the tools request to large (small lacks tools); the spent large budget cannot move it back.
+    assert with_tools.status_code == 429
+    error = with_tools.json()["error"]
+    assert error["type"] == "insufficient_quota" and "tools" in error["message"]
