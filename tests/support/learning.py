@@ -13,6 +13,7 @@ import orjson
 
 from gateway.fake_upstream import FakeUpstream
 from tests.support.gateway import LARGE_MODEL, SMALL_MODEL
+from tests.support.prom import sample
 
 SMALL_ANSWER = "small says: the answer is 4"
 LARGE_ANSWER = "large says: the answer is four, because 2 + 2 = 4"
@@ -64,15 +65,8 @@ def run_traffic(url: str, count: int = 50) -> list[tuple[Any, ...]]:
 
 
 def metric(url: str, name: str, **labels: str) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(url + "/metrics").text
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
+    """One metric of a running gateway, summed over the samples whose labels include ``labels``."""
+    return sample(httpx.get(url + "/metrics").text, name, **labels)
 
 
 def sqlite_rows(path: Path, where: str = "1=1") -> list[sqlite3.Row]:
