@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -19,6 +19,7 @@ from gateway.errors import ClientDisconnectedError, GatewayError, PayloadTooLarg
 from gateway.http.origin import require_json
 from gateway.log_context import request_id
 from gateway.protocol import parse_body, validate_chat
+from gateway.resilience import close_iterator
 from gateway.sse import DONE, SSEResponse, error_events, event
 from gateway.state import GatewayState
 from routers.base import RouteDecision
@@ -90,6 +91,30 @@ def internal_error(exc: Exception, rid: str) -> GatewayError:
     return GatewayError("internal error in the gateway", code="internal_error")
 
 
+async def one_outcome(state: GatewayState, outcome: RequestOutcome, rid: str,
+                      respond: Callable[[], Awaitable[Response]]) -> Response:
+    """Runs a handler so that every exception ends in exactly one outcome: a gateway error is its OpenAI-shaped
+    status, a client gone is a 499, anything else a 500 ``internal``. The outcome is finished here, unless the
+    answer is a stream (the stream finishes it when it ends)."""
+    response: Response | None = None
+    try:
+        response = await respond()
+        return response
+    except GatewayError as error:
+        outcome_from_error(outcome, error)
+        return error_response(error, state.error_headers(outcome, error, rid))
+    except asyncio.CancelledError:
+        outcome.outcome, outcome.status = "client_disconnected", 499
+        raise
+    except Exception as exc:  # a bug: still one outcome, one log line, an OpenAI-shaped 500
+        crash = internal_error(exc, rid)
+        outcome_from_error(outcome, crash)
+        return error_response(crash, state.error_headers(outcome, crash, rid))
+    finally:
+        if not isinstance(response, SSEResponse):
+            state.accountant.finish(outcome)
+
+
 def build_api() -> APIRouter:
     api = APIRouter()
 
@@ -98,8 +123,8 @@ def build_api() -> APIRouter:
         headers = {k.lower(): v for k, v in request.headers.items()}
         rid = request_id(headers)
         outcome = state.accountant.open(rid)  # counted in flight until finished
-        streaming = False
-        try:
+
+        async def respond() -> Response:
             require_json(headers.get("content-type"))
             body = parse_body(await read_body(request, state.settings.server.max_body_bytes))
             if not state.loaded:
@@ -121,7 +146,6 @@ def build_api() -> APIRouter:
                     chunks = capture.follow(first, chunks)
                 include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
                 events = stream_events(state, outcome, first, chunks, include_usage)
-                streaming = True
                 return SSEResponse(events, decision_headers(outcome.decision or decision, outcome.model or "", rid))
             answer = await state.service.complete(body, headers, outcome, decision)
             await state.steering.issued(answer, outcome)  # a tool loop's next turn comes back to this tier
@@ -130,19 +154,8 @@ def build_api() -> APIRouter:
             out_headers = decision_headers(outcome.decision or decision, outcome.model or "", rid)
             out_headers.update(state.answer_headers(outcome))
             return json_response(answer, headers=out_headers)
-        except GatewayError as error:
-            outcome_from_error(outcome, error)
-            return error_response(error, state.error_headers(outcome, error, rid))
-        except asyncio.CancelledError:
-            outcome.outcome, outcome.status = "client_disconnected", 499
-            raise
-        except Exception as exc:  # a bug: still one outcome, one log line, an OpenAI-shaped 500
-            crash = internal_error(exc, rid)
-            outcome_from_error(outcome, crash)
-            return error_response(crash, state.error_headers(outcome, crash, rid))
-        finally:
-            if not streaming:
-                state.accountant.finish(outcome)
+
+        return await one_outcome(state, outcome, rid, respond)
 
     # A plain Starlette route: FastAPI's parameter and dependency machinery costs about a quarter of the
     # gateway's CPU per request, and this endpoint reads its body itself. Its schema is in gateway.openapi.
@@ -198,8 +211,6 @@ async def stream_events(state: GatewayState, outcome: RequestOutcome, first: Cha
         yield error_events(crash)
     finally:
         outcome.upstream_seconds = time.perf_counter() - outcome.started - outcome.routing_seconds
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await close_iterator(chunks)
         state.accountant.finish(outcome)
 

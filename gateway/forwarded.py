@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -11,15 +10,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.accounting import RequestOutcome
-from gateway.api import decision_headers, error_response, json_response, outcome_from_error, read_body
+from gateway.api import decision_headers, json_response, one_outcome, read_body, stream_events
 from gateway.backends.base import Backend
 from gateway.backends.forwarding import Forwarding
 from gateway.errors import GatewayError, InvalidRequestError, ModelNotFoundError
 from gateway.log_context import request_id
 from gateway.protocol import parse_body
-from gateway.resilience import Release, WatchedStream, close_iterator, prime
+from gateway.resilience import Release, WatchedStream, prime
 from gateway.settings import OpenAIBackend
-from gateway.sse import DONE, SSEResponse, error_events, event
+from gateway.sse import SSEResponse
 from gateway.state import GatewayState
 from routers.base import RouteDecision, Tier
 
@@ -50,8 +49,8 @@ class ForwardedEndpoint:
         headers = {k.lower(): v for k, v in request.headers.items()}
         rid = request_id(headers)
         outcome = state.accountant.open(rid)
-        streaming = False
-        try:
+
+        async def respond() -> Response:
             body = parse_body(await read_body(request, state.settings.server.max_body_bytes))
             model = body.get("model")
             if not isinstance(model, str) or not model:
@@ -70,7 +69,6 @@ class ForwardedEndpoint:
             upstream_model = self._upstream_model(model)
             if stream and self.kind == "completions":
                 events = await self._open_stream(body, headers, outcome, decision, upstream_model)
-                streaming = True
                 return SSEResponse(events, decision_headers(decision, model, rid))
 
             async def call(backend: Backend) -> dict[str, Any]:
@@ -86,15 +84,8 @@ class ForwardedEndpoint:
             out_headers = decision_headers(decision, model, rid)
             out_headers.update(state.answer_headers(outcome))
             return json_response(answer, headers=out_headers)
-        except GatewayError as error:
-            outcome_from_error(outcome, error)
-            return error_response(error, state.error_headers(outcome, error, rid))
-        except asyncio.CancelledError:
-            outcome.outcome, outcome.status = "client_disconnected", 499
-            raise
-        finally:
-            if not streaming:
-                state.accountant.finish(outcome)
+
+        return await one_outcome(state, outcome, rid, respond)
 
     def _start(self, outcome: RequestOutcome, model: str) -> Any:
         def start(step: RouteDecision) -> Backend:
@@ -118,29 +109,7 @@ class ForwardedEndpoint:
             body, decision, outcome, self._start(outcome, str(body["model"])), call, hold)
         outcome.ttft_seconds = time.perf_counter() - outcome.started
         watched = WatchedStream(chunks, self.state.service.resilience.breakers[decision.tier], hold)
-        return self._events(first, watched, outcome, include_usage)
-
-    async def _events(self, first: dict[str, Any], chunks: AsyncIterator[dict[str, Any]], outcome: RequestOutcome,
-                      include_usage: bool) -> AsyncIterator[bytes]:
-        try:
-            chunk: dict[str, Any] | None = first
-            while chunk is not None:
-                if chunk.get("usage"):
-                    outcome.set_usage(chunk["usage"])
-                if chunk and (include_usage or chunk.get("choices") or not chunk.get("usage")):
-                    yield event(chunk)
-                chunk = await anext(chunks, None)
-            yield DONE
-        except GatewayError as error:
-            outcome_from_error(outcome, error)
-            yield error_events(error)
-        except (asyncio.CancelledError, GeneratorExit):
-            outcome.outcome, outcome.status = "client_disconnected", 499
-            raise
-        finally:
-            outcome.upstream_seconds = time.perf_counter() - outcome.started - outcome.routing_seconds
-            await close_iterator(chunks)
-            self.state.accountant.finish(outcome)
+        return stream_events(self.state, outcome, first, watched, include_usage)
 
 
 def _forwarding(backend: Backend) -> Forwarding:

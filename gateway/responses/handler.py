@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -13,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from gateway.accounting import RequestOutcome
-from gateway.api import decision_headers, error_response, json_response, outcome_from_error, read_body
+from gateway.api import decision_headers, internal_error, json_response, one_outcome, outcome_from_error, read_body
 from gateway.backends.base import Backend
 from gateway.backends.forwarding import Forwarding
 from gateway.errors import GatewayError, InvalidRequestError
@@ -37,7 +36,6 @@ from gateway.state import GatewayState
 from routers.base import TIERS, RouteDecision, Tier
 from routers.features import routing_text
 
-log = logging.getLogger("tiergate.responses")
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {
     "description": "No such stored response",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}
@@ -105,8 +103,8 @@ class ResponsesEndpoint:
         headers = {k.lower(): v for k, v in request.headers.items()}
         rid = request_id(headers)
         outcome = state.accountant.open(rid)
-        streaming = False
-        try:
+
+        async def respond() -> Response:
             body = parse_body(await read_body(request, state.settings.server.max_body_bytes))
             wire = validate(body)
             outcome.stream = bool(wire.stream)
@@ -137,7 +135,6 @@ class ResponsesEndpoint:
             call = Call(self, body, wire, previous, history, headers)
             if wire.stream:
                 events = await self.open_stream(call, scored, outcome, decision)
-                streaming = True
                 return SSEResponse(events, decision_headers(outcome.decision or decision, outcome.model or "", rid))
             started = time.perf_counter()
             try:
@@ -149,15 +146,8 @@ class ResponsesEndpoint:
             out_headers = decision_headers(outcome.decision or decision, outcome.model or "", rid)
             out_headers.update(state.answer_headers(outcome))
             return json_response(answer, headers=out_headers)
-        except GatewayError as error:
-            outcome_from_error(outcome, error)
-            return error_response(error, state.error_headers(outcome, error, rid))
-        except asyncio.CancelledError:
-            outcome.outcome, outcome.status = "client_disconnected", 499
-            raise
-        finally:
-            if not streaming:
-                state.accountant.finish(outcome)
+
+        return await one_outcome(state, outcome, rid, respond)
 
     async def finished(self, call: Call, response: dict[str, Any], outcome: RequestOutcome) -> None:
         """Account the usage, pin the tool calls to the tier that issued them, keep the response."""
@@ -225,9 +215,8 @@ class ResponsesEndpoint:
         except (asyncio.CancelledError, GeneratorExit):
             outcome.outcome, outcome.status = "client_disconnected", 499
             raise
-        except Exception:  # the 200 is out: a bug here still ends the stream with an error event
-            log.exception("responses stream failed inside the gateway")
-            crash = GatewayError("internal error in the gateway")
+        except Exception as exc:  # the 200 is out: a bug here still ends the stream with an error event
+            crash = internal_error(exc, outcome.request_id)
             outcome_from_error(outcome, crash)
             for event in ChatToEvents(skeleton(call.body, call.response_id, "", False)).fail(crash):
                 yield encode(event)
