@@ -1,4 +1,4 @@
-"""Backend for any OpenAI-compatible HTTP server: one pooled httpx client (aiohttp transport) per backend."""
+"""Backend for any OpenAI-compatible HTTP server: one pooled aiohttp session per backend."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import httpx
 import orjson
-from httpx_aiohttp import AiohttpTransport
 
 from gateway.backends.base import ChatBody, ChatObject
 from gateway.errors import UpstreamError, UpstreamStatusError, UpstreamTimeoutError
 from gateway.http.sse_decoder import EventTooLargeError, SSEDecoder, is_event_stream
-from gateway.settings import OpenAIBackend
+from gateway.settings import OpenAIBackend, Timeouts
 
 # Forwarded from the client only when the backend is configured to (see forward_client_authorization).
 CLIENT_AUTH_HEADER = "authorization"
@@ -26,29 +24,26 @@ MAX_ERROR_BODY = 64 * 1024
 
 
 def transport_error(exc: BaseException, backend: str) -> UpstreamError:
-    """Map a transport exception to a gateway error, judging by the original aiohttp exception where there is one.
-
-    httpx-aiohttp maps every aiohttp connection error it does not know (a server closing the connection
-    before answering, a reset) to ``httpx.ConnectTimeout``: those are told apart by the cause, and are
-    retryable ``read`` failures, not timeouts. Anything aiohttp raises that is not a transport error (a
-    response that is not HTTP) is a ``protocol`` failure.
-    """
-    cause = exc.__cause__ or exc
-    if isinstance(cause, (aiohttp.ClientConnectorError, ConnectionRefusedError)) or isinstance(exc, httpx.ConnectError):
+    """Map an aiohttp exception to a gateway error: no connection (``connect``), a timeout, the connection
+    lost mid-answer (``read``, retryable), or an answer that is not valid HTTP (``protocol``)."""
+    if isinstance(exc, (aiohttp.ClientConnectorError, ConnectionRefusedError)):
         return UpstreamError(f"cannot connect to upstream {backend}", kind="connect")
-    if isinstance(cause, (aiohttp.ServerTimeoutError, TimeoutError)) or (
-        isinstance(exc, httpx.TimeoutException) and not isinstance(cause, aiohttp.ClientConnectionError)
-    ):
+    if isinstance(exc, TimeoutError):  # aiohttp.ServerTimeoutError too: pool, connect and read timeouts
         return UpstreamTimeoutError(f"upstream {backend} timed out")
-    if isinstance(cause, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)) or isinstance(
-        exc, (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
-    ):
+    if isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)):
         return UpstreamError(f"upstream {backend} closed the connection", kind="read")
     return UpstreamError(f"upstream {backend} sent a response that is not valid HTTP", kind="protocol")
 
 
-# What the transport may raise: httpx's errors, and aiohttp's that httpx-aiohttp passes through unmapped.
-TRANSPORT_ERRORS = (httpx.HTTPError, aiohttp.ClientError)
+# What the transport may raise besides a timeout.
+TRANSPORT_ERRORS = (aiohttp.ClientError, ConnectionError)
+
+
+def client_timeout(timeout: Timeouts) -> aiohttp.ClientTimeout:
+    """httpx-style limits on aiohttp: ``pool`` bounds getting a connection (waiting for a free one included),
+    ``connect`` opening a new one, ``read`` each read. aiohttp has no write timeout: ``total`` bounds it."""
+    return aiohttp.ClientTimeout(total=None, connect=timeout.pool, sock_connect=timeout.connect,
+                                 sock_read=timeout.read)
 
 
 def parse_error_body(raw: bytes, status: int) -> dict[str, Any]:
@@ -69,73 +64,66 @@ PASSED_ERROR_HEADERS = ("retry-after", "x-ratelimit-reset-requests", "x-ratelimi
 class OpenAIHTTPBackend:
     """Calls ``{base_url}/chat/completions``; SSE is parsed into chunk objects, usage always requested."""
 
-    def __init__(self, name: str, settings: OpenAIBackend, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, name: str, settings: OpenAIBackend) -> None:
         self.name = name
         self.model = settings.model
         self.settings = settings
         self.upstream_model = settings.upstream_model or settings.model
         self._base = settings.base_url.rstrip("/")
-        self._url = httpx.URL(self._base + "/chat/completions")
-        self._transport = transport
-        self._owns_transport = transport is None
-        timeout = settings.timeout
-        self._timeout = {"connect": timeout.connect, "read": timeout.read, "write": timeout.write,
-                         "pool": timeout.pool}
-        self._total = timeout.total
-        self._stream_total = timeout.stream_total
-        self._headers = httpx.Headers({"content-type": "application/json", "accept": "application/json",
-                                       "host": self._url.netloc.decode("ascii")})
+        self._session: aiohttp.ClientSession | None = None
+        self._total = settings.timeout.total
+        self._stream_total = settings.timeout.stream_total
+        self._headers = {"content-type": "application/json", "accept": "application/json"}
         if settings.api_key_env:
             self._headers["authorization"] = f"Bearer {os.environ.get(settings.api_key_env, '')}"
 
     async def start(self) -> None:
-        if self._transport is None:
-            limits = httpx.Limits(max_connections=self.settings.max_connections, keepalive_expiry=30)
-            self._transport = AiohttpTransport(limits=limits, trust_env=False)
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self.settings.max_connections, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=client_timeout(self.settings.timeout),
+                                                  trust_env=False, skip_auto_headers=("User-Agent",))
 
     def ready(self) -> bool:
-        return self._transport is not None
+        return self._session is not None
 
     @property
-    def transport(self) -> httpx.AsyncBaseTransport:
-        if self._transport is None:
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
             raise UpstreamError(f"backend {self.name} is not started", kind="connect")
-        return self._transport
+        return self._session
 
-    def _request(self, body: ChatBody, client_headers: dict[str, str] | None, url: httpx.URL | None = None,
-                 model: str | None = None) -> httpx.Request:
-        headers = self._headers
+    def _headers_for(self, client_headers: dict[str, str] | None) -> dict[str, str]:
         if self.settings.forward_client_authorization and client_headers and CLIENT_AUTH_HEADER in client_headers:
-            headers = headers.copy()
-            headers["authorization"] = client_headers[CLIENT_AUTH_HEADER]
-        content = orjson.dumps({**body, "model": model or self.upstream_model})
-        # Built directly and sent on the transport: httpx's client layer (URL merging, cookies, redirects)
-        # costs as much as the transport itself, and a proxy needs none of it.
-        return httpx.Request("POST", url or self._url, headers=headers, content=content,
-                             extensions={"timeout": self._timeout})
+            return {**self._headers, "authorization": client_headers[CLIENT_AUTH_HEADER]}
+        return self._headers
 
-    async def _send(self, request: httpx.Request) -> httpx.Response:
+    async def _send(self, path: str, body: dict[str, Any], client_headers: dict[str, str] | None,
+                    model: str | None) -> aiohttp.ClientResponse:
+        content = orjson.dumps({**body, "model": model or self.upstream_model})
         try:
-            response = await self.transport.handle_async_request(request)
+            response = await self.session.post(self._base + path, data=content,
+                                               headers=self._headers_for(client_headers))
         except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, self.name) from exc
-        if response.status_code >= 400:
+        if response.status >= 400:
             raw = await self._read(response, MAX_ERROR_BODY, truncate=True)
             headers = {k: response.headers[k] for k in PASSED_ERROR_HEADERS if k in response.headers}
-            raise UpstreamStatusError(response.status_code, parse_error_body(raw, response.status_code), headers)
+            raise UpstreamStatusError(response.status, parse_error_body(raw, response.status), headers)
         return response
 
-    async def _read(self, response: httpx.Response, limit: int, truncate: bool = False) -> bytes:
+    async def _read(self, response: aiohttp.ClientResponse, limit: int, truncate: bool = False) -> bytes:
         """The body, at most ``limit`` bytes (beyond it: cut, or a ``protocol`` error); the connection is
         released either way."""
         too_large = UpstreamError(f"upstream {self.name} sent an answer larger than {limit} bytes", kind="protocol")
         try:
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit and not truncate:
+            declared = response.content_length
+            if declared is not None and declared <= limit:
+                return await response.read()
+            if declared is not None and not truncate:
                 raise too_large
             chunks: list[bytes] = []
             size = 0
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.content.iter_any():
                 chunks.append(chunk)
                 size += len(chunk)
                 if size > limit:
@@ -146,7 +134,7 @@ class OpenAIHTTPBackend:
         except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, self.name) from exc
         finally:
-            await response.aclose()
+            response.release()
 
     async def complete(self, body: ChatBody, client_headers: dict[str, str] | None = None) -> ChatObject:
         return await self.post_json("/chat/completions", body, client_headers)
@@ -155,10 +143,9 @@ class OpenAIHTTPBackend:
                         model: str | None = None) -> dict[str, Any]:
         """POST ``body`` to ``{base_url}{path}`` (``model`` replaced by ``model`` or the upstream model name)
         and return the JSON object answered."""
-        url = self._url if path == "/chat/completions" else httpx.URL(self._base + path)
         try:
             async with asyncio.timeout(self._total):
-                response = await self._send(self._request(body, client_headers, url, model))
+                response = await self._send(path, body, client_headers, model)
                 raw = await self._read(response, self.settings.max_response_bytes)
         except TimeoutError:
             raise UpstreamTimeoutError(f"upstream {self.name} did not answer within {self._total:g} s") from None
@@ -182,12 +169,11 @@ class OpenAIHTTPBackend:
         other paths (the Responses API) pass error events through as sent and may end after a terminal
         ``response.*`` event instead."""
         passthrough = path != "/chat/completions"
-        url = self._url if not passthrough else httpx.URL(self._base + path)
         loop = asyncio.get_running_loop()
         first_by = None if self._total is None else loop.time() + self._total
         try:
             async with asyncio.timeout_at(first_by):
-                response = await self._send(self._request(body, client_headers, url, model))
+                response = await self._send(path, body, client_headers, model)
         except TimeoutError:
             raise UpstreamTimeoutError(f"upstream {self.name} did not answer within {self._total:g} s") from None
         try:
@@ -201,12 +187,12 @@ class OpenAIHTTPBackend:
                 yield chunk
         finally:
             # Runs when the client goes away too (the consumer closes this generator): frees the connection.
-            await response.aclose()
+            response.release()
 
     async def aclose(self) -> None:
-        if self._transport is not None and self._owns_transport:
-            await self._transport.aclose()
-        self._transport = None
+        if self._session is not None:
+            await self._session.close()
+        self._session = None
 
 
 class Deadlines:
@@ -233,11 +219,11 @@ class Deadlines:
 TERMINAL_EVENTS = ("response.completed", "response.failed", "response.incomplete")
 
 
-async def _sse_objects(response: httpx.Response, backend: str, max_event_bytes: int,
+async def _sse_objects(response: aiohttp.ClientResponse, backend: str, max_event_bytes: int,
                        deadlines: Deadlines, passthrough: bool = False) -> AsyncIterator[ChatObject]:
     """Chunk objects from the ``data:`` events of the byte stream, each byte scanned once."""
     decoder = SSEDecoder(max_event_bytes)
-    pieces = response.aiter_bytes()
+    pieces = aiter(response.content.iter_any())
     try:
         while True:
             deadline = deadlines.next_read()
@@ -265,8 +251,6 @@ async def _sse_objects(response: httpx.Response, backend: str, max_event_bytes: 
                     return
     except TRANSPORT_ERRORS as exc:
         raise transport_error(exc, backend) from exc
-    finally:
-        await pieces.aclose()  # type: ignore[attr-defined]
     raise UpstreamError(f"upstream {backend} ended the stream without [DONE]", kind="read")
 
 

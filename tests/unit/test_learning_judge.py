@@ -1,14 +1,15 @@
-"""The judge's parsing and scoring (through the real HTTP backend on an httpx.MockTransport), the daily budget,
-and the answer capture."""
+"""The judge's parsing and scoring (through the real HTTP backend against a loopback aiohttp server), the daily
+budget, and the answer capture."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
-import httpx
-import orjson
 import pytest
+from aiohttp import web
 
 from gateway.backends.openai_http import OpenAIHTTPBackend
 from gateway.learning.budget import DAY, DailyBudget
@@ -52,16 +53,42 @@ def test_budget_refuses_beyond_the_cap_and_resets_each_utc_day() -> None:
     assert not DailyBudget(0.0).allows(1e-9)
 
 
-def judge_backend(replies: list[str], seen: list[dict[str, Any]]) -> OpenAIHTTPBackend:
-    def answer(request: httpx.Request) -> httpx.Response:
-        body = orjson.loads(request.content)
-        seen.append(body)
-        content = replies.pop(0)
-        return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": content}}],
-                                         "usage": {"prompt_tokens": 1000, "completion_tokens": 100}})
+T = TypeVar("T")
 
-    settings = OpenAIBackend(model="judge", base_url="http://judge.test/v1")
-    return OpenAIHTTPBackend("judge", settings, transport=httpx.MockTransport(answer))
+
+@asynccontextmanager
+async def judge_backend(replies: list[str], seen: list[dict[str, Any]]) -> AsyncIterator[OpenAIHTTPBackend]:
+    """The real HTTP backend, started, against a loopback server answering each call with the next reply."""
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(await request.json())
+        content = replies.pop(0)
+        return web.json_response({"choices": [{"message": {"role": "assistant", "content": content}}],
+                                  "usage": {"prompt_tokens": 1000, "completion_tokens": 100}})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    backend = OpenAIHTTPBackend("judge", OpenAIBackend(model="judge", base_url=f"http://127.0.0.1:{port}/v1"))
+    await backend.start()
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+        await runner.cleanup()
+
+
+def with_judge(replies: list[str], seen: list[dict[str, Any]],
+               use: Callable[[OpenAIHTTPBackend], Awaitable[T]]) -> T:
+    async def run() -> T:
+        async with judge_backend(replies, seen) as backend:
+            return await use(backend)
+
+    return asyncio.run(run())
 
 
 PAIR = PendingJudgement("r1", "user: what is 2+2?", "4", "four")
@@ -70,11 +97,11 @@ PRICES = PriceTable({"judge": Price(prompt=1.0, completion=2.0)})
 
 def test_pairwise_asks_in_both_orders_and_averages_each_answer_s_scores() -> None:
     seen: list[dict[str, Any]] = []
-    backend = judge_backend(['{"score_a": 0.6, "score_b": 1.0}', '{"score_a": 0.8, "score_b": 0.8}'], seen)
     prompts = JudgePrompts.load(judge_prompts_dir(Settings(tiers={})))
     spent: list[float] = []
-    judge = Judge(backend, JudgeSettings(), prompts, PRICES, on_spend=spent.append)
-    verdict = asyncio.run(judge.grade(PAIR))
+    verdict = with_judge(['{"score_a": 0.6, "score_b": 1.0}', '{"score_a": 0.8, "score_b": 0.8}'], seen,
+                         lambda backend: Judge(backend, JudgeSettings(), prompts, PRICES,
+                                               on_spend=spent.append).grade(PAIR))
     assert (verdict.small_score, verdict.large_score) == (pytest.approx(0.7), pytest.approx(0.9))
     assert verdict.agreement is False  # large won the first order, the second was a tie
     first, second = (body["messages"][1]["content"] for body in seen)
@@ -85,20 +112,19 @@ def test_pairwise_asks_in_both_orders_and_averages_each_answer_s_scores() -> Non
 
 def test_single_mode_rates_each_answer_alone() -> None:
     seen: list[dict[str, Any]] = []
-    backend = judge_backend(["ok Rating: [[4]]", "good Rating: [[10]]"], seen)
     prompts = JudgePrompts.load(judge_prompts_dir(Settings(tiers={})))
-    verdict = asyncio.run(Judge(backend, JudgeSettings(mode="single"), prompts, PRICES).grade(PAIR))
+    verdict = with_judge(["ok Rating: [[4]]", "good Rating: [[10]]"], seen,
+                         lambda backend: Judge(backend, JudgeSettings(mode="single"), prompts, PRICES).grade(PAIR))
     assert (verdict.small_score, verdict.large_score, verdict.agreement) == (pytest.approx(1 / 3), 1.0, None)
     assert "[The Start of Assistant's Answer]\n4\n" in seen[0]["messages"][1]["content"]
 
 
 def test_the_judge_stops_at_its_budget_before_calling() -> None:
     seen: list[dict[str, Any]] = []
-    backend = judge_backend([], seen)
     prompts = JudgePrompts.load(judge_prompts_dir(Settings(tiers={})))
-    judge = Judge(backend, JudgeSettings(daily_budget_usd=0.0), prompts, PRICES)
     with pytest.raises(JudgeError) as caught:
-        asyncio.run(judge.grade(PAIR))
+        with_judge([], seen, lambda backend: Judge(backend, JudgeSettings(daily_budget_usd=0.0), prompts,
+                                                   PRICES).grade(PAIR))
     assert caught.value.kind == "over_budget" and seen == []
 
 
