@@ -5,9 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from gateway.auth import Principal
 from routers.base import RouteDecision
+
+if TYPE_CHECKING:
+    from gateway.limits import RateCharge
+    from gateway.shared_state.budgets import Reservation
 
 log = logging.getLogger("tiergate.accounting")
 
@@ -46,7 +51,18 @@ class RequestOutcome:
     estimated_prompt_tokens: int = 0  # from the prompt's characters, at admission
     streamed_chars: int = 0  # content characters passed to the client in stream chunks
     usage_estimated: bool = False  # no usage came back: the token counts (and cost) are estimates
-    extra: dict[str, Any] = field(default_factory=dict)
+    principal: Principal | None = None  # the caller, once admitted
+    rate_charge: RateCharge | None = None  # what admission charged the caller's rate limit, settled at the end
+    reservation: Reservation | None = None  # the spend reserved against budgets, committed at the end
+    counted: bool = False  # opened by Accountant.open: counted in flight until finished
+    recorded: bool = False  # finished: handed to the sinks (exactly once)
+
+    def routed_to(self, decision: RouteDecision, backend: str, model: str) -> None:
+        """The tier being tried now (the first choice, then any fallback)."""
+        self.decision = decision
+        self.tier = decision.tier
+        self.backend = backend
+        self.model = model
 
     def set_usage(self, usage: Any) -> None:
         """Take token counts from an upstream ``usage`` object; values that are not counts are ignored."""
@@ -111,8 +127,7 @@ class Accountant:
 
     def open(self, request_id: str) -> RequestOutcome:
         """A new outcome counted as in flight until :meth:`finish`."""
-        outcome = RequestOutcome(request_id=request_id)
-        outcome.extra["_open"] = True
+        outcome = RequestOutcome(request_id=request_id, counted=True)
         self.in_flight += 1
         return outcome
 
@@ -121,11 +136,11 @@ class Accountant:
             self.pricer.price(outcome)
 
     def finish(self, outcome: RequestOutcome) -> None:
-        if outcome.extra.get("_recorded"):
+        if outcome.recorded:
             return
-        outcome.extra["_recorded"] = True
+        outcome.recorded = True
         outcome.duration_seconds = time.perf_counter() - outcome.started
-        if outcome.extra.get("_open"):
+        if outcome.counted:
             self.in_flight -= 1
         outcome.estimate_missing_usage()
         self.price(outcome)

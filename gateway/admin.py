@@ -24,11 +24,11 @@ log = logging.getLogger("tiergate.admin")
 
 async def promote(state: GatewayState, path: str) -> Promotion:
     """Load ``path`` beside the serving checkpoint and swap it in, keeping the same large share of traffic."""
-    router = state.service.router
+    router = state.decider.router
     if not isinstance(router, SwappableRouter):
         raise InvalidRequestError(f"the router is {router.name!r}; only the classifier can be promoted")
     try:
-        result = await router.promote(path, state.service.base_threshold())
+        result = await router.promote(path, state.decider.base_threshold())
     except ClassifierError as exc:
         log.warning("promotion of %s refused, still serving %s: %s", path, router.checkpoint, exc)
         raise GatewayError(f"checkpoint refused, still serving {router.checkpoint}: {exc}", status=422,
@@ -64,7 +64,7 @@ def install_sighup(state: GatewayState) -> Callable[[], None]:
     tasks: set[asyncio.Task[Promotion]] = set()
 
     def reload() -> None:
-        router = state.service.router
+        router = state.decider.router
         if isinstance(router, SwappableRouter):
             task = loop.create_task(promote(state, router.path))
             tasks.add(task)

@@ -13,24 +13,33 @@ from fastapi import APIRouter, Request
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from gateway.accounting import RequestOutcome
+from gateway.accounting import Accountant, RequestOutcome
 from gateway.backends.base import ChatObject
 from gateway.errors import ClientDisconnectedError, GatewayError, PayloadTooLargeError, UpstreamError
+from gateway.guard import principal_of
 from gateway.http.origin import require_json
 from gateway.log_context import request_id
-from gateway.protocol import parse_body, validate_chat
+from gateway.pricing import format_usd
+from gateway.protocol import parse_body
 from gateway.resilience import close_iterator
+from gateway.service import ChatStream
 from gateway.sse import DONE, SSEResponse, error_events, event
 from gateway.state import GatewayState
 from routers.base import RouteDecision
-from routers.features import routing_text
 
 JSON = "application/json"
+COST_HEADER = "x-tiergate-cost-usd"
 log = logging.getLogger("tiergate")
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(payload), status_code=status, headers=headers, media_type=JSON)
+
+
+def cost_headers(accountant: Accountant, outcome: RequestOutcome) -> dict[str, str]:
+    """Headers that need the finished outcome of a JSON answer: its cost, priced from the real usage."""
+    accountant.price(outcome)
+    return {COST_HEADER: format_usd(outcome.cost_usd)}
 
 
 def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
@@ -115,71 +124,55 @@ async def one_outcome(state: GatewayState, outcome: RequestOutcome, rid: str,
             state.accountant.finish(outcome)
 
 
+async def chat_completions(request: Request) -> Response:
+    """``POST /v1/chat/completions``: read the body, hand it to the chat service, encode its JSON or SSE."""
+    state: GatewayState = request.app.state.gateway
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    rid = request_id(headers)
+    outcome = state.accountant.open(rid)  # counted in flight until finished
+
+    async def respond() -> Response:
+        require_json(headers.get("content-type"))
+        body = parse_body(await read_body(request, state.settings.server.max_body_bytes))
+        result = await state.service.handle(body, headers, principal_of(request), outcome)
+        assert outcome.decision is not None  # set by the upstream call
+        out_headers = decision_headers(outcome.decision, outcome.model or "", rid)
+        if isinstance(result, ChatStream):
+            return SSEResponse(stream_events(state, outcome, result.first, result.chunks, result.include_usage),
+                               out_headers)
+        out_headers.update(cost_headers(state.accountant, outcome))
+        return json_response(result.body, headers=out_headers)
+
+    return await one_outcome(state, outcome, rid, respond)
+
+
+async def list_models(request: Request) -> Response:
+    state: GatewayState = request.app.state.gateway
+    created = int(state.started_at)
+    data = [{"id": name, "object": "model", "created": created, "owned_by": "tiergate"}
+            for name in state.decider.models.names()]
+    return json_response({"object": "list", "data": data})
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state: GatewayState = request.app.state.gateway
+    checks = state.readiness()
+    ready = all(checks.values())
+    return json_response({"status": "ready" if ready else "loading", "checks": checks}, 200 if ready else 503)
+
+
 def build_api() -> APIRouter:
     api = APIRouter()
-
-    async def chat_completions(request: Request) -> Response:
-        state: GatewayState = request.app.state.gateway
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        rid = request_id(headers)
-        outcome = state.accountant.open(rid)  # counted in flight until finished
-
-        async def respond() -> Response:
-            require_json(headers.get("content-type"))
-            body = parse_body(await read_body(request, state.settings.server.max_body_bytes))
-            if not state.loaded:
-                raise GatewayError("the gateway is still loading its models; retry shortly", status=503,
-                                   code="model_loading", headers={"retry-after": "5"})
-            # Cheap checks (size, message count, depth, the key's rate limit) before the full schema validation.
-            await state.admit(request, body, outcome)
-            chat = validate_chat(body)
-            outcome.stream = bool(chat.stream)
-            outcome.requested_model = chat.model
-            if state.settings.request_log.include_prompts:  # the text the router scored, for re-training
-                outcome.prompt_text = routing_text(
-                    body["messages"], include_system=state.settings.routing.include_system_prompt)
-            decision = await state.check_budget(body, outcome, await state.steering.decide(body, headers, outcome))
-            capture = state.learning.capture(body, headers, outcome, decision) if state.learning else None
-            if chat.stream:
-                first, chunks = await state.service.open_stream(body, headers, outcome, decision)
-                if capture is not None:  # the answer's text, for a shadow pair
-                    chunks = capture.follow(first, chunks)
-                include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
-                events = stream_events(state, outcome, first, chunks, include_usage)
-                return SSEResponse(events, decision_headers(outcome.decision or decision, outcome.model or "", rid))
-            answer = await state.service.complete(body, headers, outcome, decision)
-            await state.steering.issued(answer, outcome)  # a tool loop's next turn comes back to this tier
-            if capture is not None:
-                capture.answer(answer)
-            out_headers = decision_headers(outcome.decision or decision, outcome.model or "", rid)
-            out_headers.update(state.answer_headers(outcome))
-            return json_response(answer, headers=out_headers)
-
-        return await one_outcome(state, outcome, rid, respond)
-
     # A plain Starlette route: FastAPI's parameter and dependency machinery costs about a quarter of the
     # gateway's CPU per request, and this endpoint reads its body itself. Its schema is in gateway.openapi.
     api.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
-
-    @api.get("/v1/models")
-    async def list_models(request: Request) -> Response:
-        state: GatewayState = request.app.state.gateway
-        created = int(state.started_at)
-        data = [{"id": name, "object": "model", "created": created, "owned_by": "tiergate"}
-                for name in state.service.models.names()]
-        return json_response({"object": "list", "data": data})
-
-    @api.get("/healthz")
-    async def healthz() -> Response:
-        return json_response({"status": "ok"})
-
-    @api.get("/readyz")
-    async def readyz(request: Request) -> Response:
-        state: GatewayState = request.app.state.gateway
-        checks = state.readiness()
-        ready = all(checks.values())
-        return json_response({"status": "ready" if ready else "loading", "checks": checks}, 200 if ready else 503)
-
+    api.add_api_route("/v1/models", list_models, methods=["GET"])
+    api.add_api_route("/healthz", healthz, methods=["GET"])
+    api.add_api_route("/readyz", readyz, methods=["GET"])
     return api
 
 

@@ -20,6 +20,8 @@ from gateway.api import build_api, error_response
 from gateway.backends.base import Backend
 from gateway.backends.factory import build_backend
 from gateway.backends.requirements import check_backend_requirements
+from gateway.conversations.steering import Steering
+from gateway.decisions import RouteDecider
 from gateway.errors import GatewayError, InvalidRequestError
 from gateway.guard import Guard, GuardMiddleware
 from gateway.http.origin import HostCheckMiddleware, allowed_hosts
@@ -27,6 +29,7 @@ from gateway.learning.feedback import feedback_api
 from gateway.learning.loop import build_learning
 from gateway.observability import Observability, share_controller
 from gateway.openapi import install_openapi
+from gateway.resilience import Resilience
 from gateway.service import ChatService
 from gateway.settings import Settings
 from gateway.shared_state.wiring import SharedState
@@ -62,23 +65,31 @@ def create_app(
         check_backend_requirements(settings)  # a missing key or model directory stops the start, named
     chosen_backends = backends or {tier: build_backend(tier, cfg) for tier, cfg in settings.tiers.items()}
     shared = SharedState(settings)  # per-key limits, budgets, pins, share window: in memory or in Redis
-    service = ChatService(settings, chosen_backends, chosen_router,
-                          shared.share_controller() or share_controller(settings))
-    state = GatewayState(settings, chosen_backends, chosen_router, service, Accountant(sinks),
-                         guard=Guard(settings, limiter=shared.limiter), shared=shared)
-    observability = Observability(state)  # prices, the metrics sink, the request log; GET /metrics
-    state.accountant.sinks.append(shared)  # commits spend against budgets; per-key metrics
+    decider = RouteDecider(settings, chosen_backends, chosen_router,
+                           shared.share_controller() or share_controller(settings))
+    steering = Steering(settings, decider, shared.pins)
+    # A fallback must not hand a request to a tier that cannot serve it either.
+    resilience = Resilience(settings, chosen_backends, fallback_check=steering.check_fallback)
+    guard = Guard(settings, limiter=shared.limiter)
+    # Sinks in order: injected ones, the guard (settles each key's token usage), then what observability adds
+    # (prices, metrics, the request log), spend against budgets, the learning loop (it stores each cost).
+    accountant = Accountant([*(sinks or []), guard])
+    observability = Observability(settings, accountant, decider)
+    accountant.sinks.append(shared)
     observability.metrics.registry.register(shared.metrics)
-    state.learning = build_learning(settings, chosen_backends, observability.prices, observability.metrics.families)
-    if state.learning is not None:
-        state.accountant.sinks.append(state.learning)  # after pricing: it stores each answer's cost
+    learning = build_learning(settings, chosen_backends, observability.prices, observability.metrics.families)
+    if learning is not None:
+        accountant.sinks.append(learning)
+    service = ChatService(settings, guard, steering, resilience, shared, learning)
+    state = GatewayState(settings, chosen_backends, chosen_router, decider, steering, service, accountant, guard,
+                         shared, learning)
 
     async def load() -> None:
         # One at a time, classifier first: torch models loaded concurrently in threads can corrupt each other.
         await chosen_router.start()
         for backend in chosen_backends.values():
             await backend.start()
-        state.loaded = True
+        guard.loaded = True
         # Startup left hundreds of thousands of long-lived objects (torch, transformers, FastAPI): keep them out
         # of every later full collection, which otherwise stalls all requests for ~300 ms now and then.
         gc.freeze()
@@ -95,8 +106,8 @@ def create_app(
             loading.add_done_callback(_log_load_failure)
         observability.start()
         shared.start()
-        if state.learning is not None:
-            await state.learning.start()
+        if learning is not None:
+            await learning.start()
         remove_sighup = install_sighup(state)
         try:
             yield
@@ -107,10 +118,9 @@ def create_app(
             if loading is not None and not loading.done():
                 loading.cancel()
                 await asyncio.gather(loading, return_exceptions=True)
-            assert state.guard is not None
-            await state.guard.drain(settings.server.shutdown_grace_s)
-            if state.learning is not None:
-                await state.learning.close()  # before the backends its shadow calls use
+            await guard.drain(settings.server.shutdown_grace_s)
+            if learning is not None:
+                await learning.close()  # before the backends its shadow calls use
             observability.close()
             await shared.aclose()
             await chosen_router.aclose()
@@ -119,9 +129,8 @@ def create_app(
     app = FastAPI(title="Tiergate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.gateway = state
     app.state.metrics_registry = observability.metrics.registry  # the worker supervisor exports it
-    assert state.guard is not None
-    app.add_middleware(GuardMiddleware, guard=state.guard)
-    hosts = allowed_hosts(settings, state.guard.authenticator.enabled)
+    app.add_middleware(GuardMiddleware, guard=guard, accountant=accountant)
+    hosts = allowed_hosts(settings, guard.authenticator.enabled)
     if hosts:  # outside the guard: a forged Host is refused before authentication
         app.add_middleware(HostCheckMiddleware, allowed=hosts)
     log_context.install(log_context.upstream_secrets(settings))  # request ids on log lines; upstream keys redacted

@@ -35,7 +35,7 @@ class Principal:
     """Who is calling: a configured key's name and what it may use. Never holds the key itself."""
 
     name: str
-    tiers: frozenset[str] | None = None
+    tiers: frozenset[Tier] | None = None
     models: frozenset[str] | None = None
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
@@ -51,8 +51,6 @@ class Principal:
 
 
 ANONYMOUS = Principal("anonymous")
-# Where the admitted caller is kept in ``RequestOutcome.extra`` (underscored: not for the request log).
-PRINCIPAL_KEY = "_principal"
 
 
 def _principal(entry: ApiKeySettings) -> Principal:

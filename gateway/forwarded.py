@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.accounting import RequestOutcome
-from gateway.api import decision_headers, json_response, one_outcome, read_body, stream_events
+from gateway.api import cost_headers, decision_headers, json_response, one_outcome, read_body, stream_events
 from gateway.backends.base import Backend
 from gateway.backends.forwarding import Forwarding
 from gateway.errors import GatewayError, InvalidRequestError, ModelNotFoundError
+from gateway.guard import principal_of
 from gateway.log_context import request_id
 from gateway.protocol import parse_body
-from gateway.resilience import Release, WatchedStream, prime
+from gateway.resilience import prime
 from gateway.settings import OpenAIBackend
 from gateway.sse import SSEResponse
 from gateway.state import GatewayState
@@ -61,14 +62,12 @@ class ForwardedEndpoint:
             if self.tier is None:
                 raise ModelNotFoundError(f"this gateway serves no {self.kind} (no tier sets "
                                          f"tiers.<tier>.{self.kind}: true)", param="model")
-            if not state.loaded:
-                raise GatewayError("the gateway is still loading its models; retry shortly", status=503,
-                                   code="model_loading", headers={"retry-after": "5"})
-            await state.admit(request, body, outcome)
+            principal = principal_of(request)
+            await state.guard.admit(principal, body, outcome)
             decision = RouteDecision(self.tier, "explicit_model")
             upstream_model = self._upstream_model(model)
             if stream and self.kind == "completions":
-                events = await self._open_stream(body, headers, outcome, decision, upstream_model)
+                events = await self._open_stream(body, headers, outcome, decision, upstream_model, principal.tiers)
                 return SSEResponse(events, decision_headers(decision, model, rid))
 
             async def call(backend: Backend) -> dict[str, Any]:
@@ -76,27 +75,20 @@ class ForwardedEndpoint:
 
             started = time.perf_counter()
             try:
-                answer = await state.service.resilience.run(body, decision, outcome, self._start(outcome, model),
-                                                            call)
+                answer, _ = await state.service.resilience.run(body, decision, outcome, call, principal.tiers)
             finally:
                 outcome.upstream_seconds = time.perf_counter() - started
+                outcome.model = model  # priced and counted under the model the client asked for
             outcome.set_usage(answer.get("usage"))
             out_headers = decision_headers(decision, model, rid)
-            out_headers.update(state.answer_headers(outcome))
+            out_headers.update(cost_headers(state.accountant, outcome))
             return json_response(answer, headers=out_headers)
 
         return await one_outcome(state, outcome, rid, respond)
 
-    def _start(self, outcome: RequestOutcome, model: str) -> Any:
-        def start(step: RouteDecision) -> Backend:
-            backend = self.state.service.start(outcome, step)
-            outcome.model = model  # priced and counted under the model the client asked for
-            return backend
-
-        return start
-
     async def _open_stream(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome,
-                           decision: RouteDecision, upstream_model: str | None) -> AsyncIterator[bytes]:
+                           decision: RouteDecision, upstream_model: str | None,
+                           tiers: Collection[Tier] | None) -> AsyncIterator[bytes]:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         sent = {**body, "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True}}
@@ -104,12 +96,12 @@ class ForwardedEndpoint:
         async def call(backend: Backend) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
             return await prime(aiter(_forwarding(backend).post_stream(self.path, sent, headers, upstream_model)))
 
-        hold: list[Release] = []
-        first, chunks = await self.state.service.resilience.run(
-            body, decision, outcome, self._start(outcome, str(body["model"])), call, hold)
+        try:
+            first, chunks = await self.state.service.resilience.open_stream(decision, outcome, body, call, tiers)
+        finally:
+            outcome.model = str(body["model"])  # priced and counted under the model the client asked for
         outcome.ttft_seconds = time.perf_counter() - outcome.started
-        watched = WatchedStream(chunks, self.state.service.resilience.breakers[decision.tier], hold)
-        return stream_events(self.state, outcome, first, watched, include_usage)
+        return stream_events(self.state, outcome, first, chunks, include_usage)
 
 
 def _forwarding(backend: Backend) -> Forwarding:

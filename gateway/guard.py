@@ -10,15 +10,22 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.accounting import RequestOutcome
-from gateway.auth import ANONYMOUS, PRINCIPAL_KEY, Authenticator, Principal
+from gateway.accounting import Accountant, RequestOutcome
+from gateway.auth import ANONYMOUS, Authenticator, Principal
 from gateway.errors import AuthenticationError, GatewayError
-from gateway.limits import MemoryRateLimiter, RateLimiter, Rule, check_request, estimate_tokens, rate_limited
+from gateway.limits import (
+    MemoryRateLimiter,
+    RateCharge,
+    RateLimiter,
+    Rule,
+    check_request,
+    estimate_tokens,
+    rate_limited,
+)
 from gateway.log_context import REQUEST_ID, request_id
 from gateway.settings import Settings
 
 log = logging.getLogger("tiergate.guard")
-RATE = "_rate"  # the key, rule and estimate charged, in RequestOutcome.extra
 
 
 class Guard:
@@ -32,14 +39,19 @@ class Guard:
                         "the upstream accounts", settings.server.host)
         self.limits = settings.limits
         self.limiter: RateLimiter = limiter or MemoryRateLimiter()
+        self.loaded = False  # the router and every backend have started
         self.draining = False
         self.inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def admit(self, request: Request, body: dict[str, Any], outcome: RequestOutcome) -> None:
-        principal: Principal = getattr(request.state, "principal", None) or ANONYMOUS
-        outcome.extra[PRINCIPAL_KEY] = principal
+    async def admit(self, principal: Principal, body: dict[str, Any], outcome: RequestOutcome) -> None:
+        """Once per request, before any routing work: the models are loaded, the caller's key may use the
+        model, the request's shape is within limits (a 400), and the key's rate limits allow it (a 429)."""
+        if not self.loaded:
+            raise GatewayError("the gateway is still loading its models; retry shortly", status=503,
+                               code="model_loading", headers={"retry-after": "5"})
+        outcome.principal = principal
         principal.check_model(str(body.get("model")))
         chars = check_request(body, self.limits)
         estimate = outcome.estimated_prompt_tokens = estimate_tokens(chars)
@@ -50,13 +62,14 @@ class Guard:
         wait = await self.limiter.acquire(principal.name, rule, estimate)
         if wait > 0:
             raise rate_limited("requests or tokens per minute", wait)
-        outcome.extra[RATE] = (principal.name, rule, estimate)
+        outcome.rate_charge = RateCharge(principal.name, rule, estimate)
 
     def record(self, outcome: RequestOutcome) -> None:
-        charged = outcome.extra.get(RATE)
-        if charged is not None:
-            name, rule, estimate = charged
-            self.limiter.settle(name, rule, outcome.prompt_tokens + outcome.completion_tokens - estimate)
+        """An accounting sink: settles the key's real token usage against what admission estimated."""
+        charge = outcome.rate_charge
+        if charge is not None:
+            self.limiter.settle(charge.key, charge.rule,
+                                outcome.prompt_tokens + outcome.completion_tokens - charge.estimate)
 
     def enter(self) -> None:
         self.inflight += 1
@@ -78,13 +91,20 @@ class Guard:
         return True
 
 
+def principal_of(request: Request) -> Principal:
+    """The caller the middleware authenticated (anonymous where no keys are configured or outside ``/v1/``)."""
+    principal: Principal = request.scope.get("state", {}).get("principal", ANONYMOUS)
+    return principal
+
+
 class GuardMiddleware:
     """Pure ASGI (streams and disconnects pass straight through): sets the request id for logs, refuses
     ``/v1/`` calls while draining or without a valid key, and counts in-flight calls for shutdown."""
 
-    def __init__(self, app: ASGIApp, guard: Guard) -> None:
+    def __init__(self, app: ASGIApp, guard: Guard, accountant: Accountant | None = None) -> None:
         self.app = app
         self.guard = guard
+        self.accountant = accountant
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -125,13 +145,9 @@ class GuardMiddleware:
 
     def _account(self, scope: Scope, rid: str, error: GatewayError) -> None:
         """A refused chat request is still one finished request for accounting and metrics."""
-        if not scope["path"].endswith("/chat/completions"):
+        if self.accountant is None or not scope["path"].endswith("/chat/completions"):
             return
-        state = getattr(getattr(scope.get("app"), "state", None), "gateway", None)
-        if state is None:
-            return
-        outcome = RequestOutcome(request_id=rid, status=error.status, outcome="client_error")
-        state.accountant.finish(outcome)
+        self.accountant.finish(RequestOutcome(request_id=rid, status=error.status, outcome="client_error"))
 
 
 async def _send_error(send: Send, error: GatewayError, rid: str, extra: dict[str, str] | None = None) -> None:

@@ -90,6 +90,15 @@ class Rule:
         return self.requests_per_minute is None and self.tokens_per_minute is None
 
 
+@dataclass(frozen=True, slots=True)
+class RateCharge:
+    """What admission charged a key's rate limit: settled against the real usage when the request ends."""
+
+    key: str
+    rule: Rule
+    estimate: int
+
+
 class RateLimiter(Protocol):
     """Per-key budgets. This process keeps them in memory; a shared store (Redis) could implement the same."""
 

@@ -13,9 +13,9 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.responses import Response
 
 from gateway.accounting import OUTCOMES, Accountant, RequestOutcome
+from gateway.decisions import RouteDecider
 from gateway.metric_catalog import FAMILIES, SPECS
 from gateway.metric_family import CounterChild, Family, HistogramChild, gauge
-from gateway.service import ChatService
 from routers.base import TIERS, Reason
 
 NONE = "none"  # label value for "not known": a request rejected before a tier was chosen
@@ -83,7 +83,7 @@ class TierSeries:
 class GatewayMetrics:
     """Owns a fresh ``CollectorRegistry`` holding every family; an ``OutcomeSink`` for the accountant."""
 
-    def __init__(self, service: ChatService, accountant: Accountant | None = None,
+    def __init__(self, service: RouteDecider, accountant: Accountant | None = None,
                  registry: CollectorRegistry | None = None) -> None:
         self.service = service
         self.accountant = accountant
@@ -208,7 +208,7 @@ def version() -> str:
         return "unknown"
 
 
-def checkpoint_id(service: ChatService) -> str:
+def checkpoint_id(service: RouteDecider) -> str:
     """The router's own ``checkpoint_id`` when it has one, else the configured classifier path."""
     value: Any = getattr(service.router, "checkpoint_id", None)
     if callable(value):

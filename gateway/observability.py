@@ -7,30 +7,30 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from gateway.accounting import Accountant
+from gateway.decisions import DEFAULT_THRESHOLD, RouteDecider
 from gateway.metrics import GatewayMetrics, metrics_api
 from gateway.pricing import PriceTable
 from gateway.request_log import RequestLog
-from gateway.service import DEFAULT_THRESHOLD
 from gateway.settings import Settings
-from gateway.state import GatewayState
 
 log = logging.getLogger("tiergate")
 
 
 class Observability:
-    """What ``create_app`` adds to a state: its sinks go after any injected ones, so they see priced outcomes."""
+    """Pricing, the metrics sink and the request log of one app: its sinks go after those already on the
+    accountant, so they see priced outcomes."""
 
-    def __init__(self, state: GatewayState) -> None:
-        settings = state.settings
+    def __init__(self, settings: Settings, accountant: Accountant, decider: RouteDecider) -> None:
         self.prices = PriceTable.from_settings(settings)
-        state.accountant.pricer = self.prices
-        self.metrics = GatewayMetrics(state.service, state.accountant)
-        state.accountant.sinks.append(self.metrics)
+        accountant.pricer = self.prices
+        self.metrics = GatewayMetrics(decider, accountant)
+        accountant.sinks.append(self.metrics)
         self.request_log: RequestLog | None = None
         cfg = settings.request_log
         if cfg.path:
             self.request_log = RequestLog(cfg.path, cfg.include_prompts, cfg.flush_interval_s)
-            state.accountant.sinks.append(self.request_log)
+            accountant.sinks.append(self.request_log)
 
     @property
     def api(self) -> APIRouter:

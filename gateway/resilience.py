@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import replace
 from typing import Any, TypeVar
 
 from gateway.accounting import RequestOutcome
-from gateway.auth import PRINCIPAL_KEY
 from gateway.backends.base import Backend, ChatObject
 from gateway.errors import GatewayError, PermissionDeniedError, UpstreamError, UpstreamStatusError
 from gateway.failures import BREAKER_CATEGORIES, CircuitBreaker, failure_category, retry_after_seconds
@@ -29,6 +28,7 @@ class Resilience:
     """Runs one backend call for a decision: retries, breaker and bulkhead per tier, then fallback."""
 
     def __init__(self, settings: Settings, backends: dict[Tier, Backend],
+                 fallback_check: Callable[[dict[str, Any], Tier], None] | None = None,
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         self.settings = settings
         self.policy = settings.resilience
@@ -38,16 +38,18 @@ class Resilience:
         self.bulkheads: dict[Tier, Bulkhead] = {}
         self.redact = Redactor(upstream_secrets(settings))
         # Raises when a fallback tier cannot serve the body (gateway.conversations.steering: capabilities).
-        self.fallback_check: Callable[[dict[str, Any], Tier], None] | None = None
+        self.fallback_check = fallback_check
         for tier, cfg in settings.tiers.items():
             if tier in backends and getattr(cfg, "kind", "") == "openai":
                 wait = cfg.timeout.pool  # type: ignore[union-attr]
                 self.bulkheads[tier] = Bulkhead(tier, cfg.max_concurrency, cfg.max_queue, wait)
 
-    def plan(self, decision: RouteDecision, outcome: RequestOutcome) -> list[RouteDecision]:
-        """The decision and its fallback, restricted to the tiers the caller's key may use."""
-        principal = outcome.extra.get(PRINCIPAL_KEY)
-        allowed: Callable[[Tier], bool] = principal.allows_tier if principal is not None else (lambda tier: True)
+    def plan(self, decision: RouteDecision, tiers: Collection[Tier] | None = None) -> list[RouteDecision]:
+        """The decision and its fallback, restricted to ``tiers`` (those the caller's key may use; None: all)."""
+
+        def allowed(tier: Tier) -> bool:
+            return tiers is None or tier in tiers
+
         if not allowed(decision.tier):
             if decision.reason == "explicit_model":
                 raise PermissionDeniedError(f"this API key may not use the {decision.tier} tier", param="model")
@@ -67,11 +69,12 @@ class Resilience:
         return next((t for t in self.backends if t != tier), None)
 
     async def run(self, body: dict[str, Any], decision: RouteDecision, outcome: RequestOutcome,
-                  start: Callable[[RouteDecision], Backend], call: Callable[[Backend], Awaitable[T]],
-                  hold: list[Release] | None = None) -> T:
-        """Call the decided tier, then its fallback; ``start`` records the tier on the outcome. With ``hold``,
-        the backend's concurrency slot is kept after success and its release appended there."""
-        steps = self.plan(decision, outcome)
+                  call: Callable[[Backend], Awaitable[T]], tiers: Collection[Tier] | None = None,
+                  hold: list[Release] | None = None) -> tuple[T, RouteDecision]:
+        """Call the decided tier, then its fallback, within ``tiers`` (None: any); each tier tried is recorded on
+        the outcome. Returns the result and the decision that produced it. With ``hold``, the backend's
+        concurrency slot is kept after success and its release appended there."""
+        steps = self.plan(decision, tiers)
         last: GatewayError | None = None
         for index, step in enumerate(steps):
             try:
@@ -82,11 +85,12 @@ class Resilience:
                 if index == 0:
                     raise
                 break  # the fallback tier does not allow this request; the primary's error stands
-            backend = start(step)
+            backend = self.backends[step.tier]
+            outcome.routed_to(step, backend.name, backend.model)
             if index > 0:
                 outcome.fallback = True
             try:
-                return await self._attempts(step.tier, backend, outcome, call, hold)
+                return await self._attempts(step.tier, backend, outcome, call, hold), step
             except GatewayError as error:
                 category = failure_category(error)
                 if category is None or category not in self.policy.fallback.failures:
@@ -173,25 +177,14 @@ class Resilience:
                 return max(wait, backoff)
         return backoff
 
-    async def open_stream(self, body: dict[str, Any], decision: RouteDecision, outcome: RequestOutcome,
-                          start: Callable[[RouteDecision], Backend], client_headers: dict[str, str],
-                          ) -> tuple[ChatObject, AsyncIterator[ChatObject]]:
-        """Open a stream and await its first chunk with retries and fallback; the chunks that follow are
-        watched for the breaker, and the backend's concurrency slot is held until the stream closes."""
-
-        async def call(backend: Backend) -> tuple[ChatObject, AsyncIterator[ChatObject]]:
-            return await prime(aiter(backend.stream(body, client_headers)))
-
-        tier_holder: list[Tier] = []
-
-        def start_and_note(step: RouteDecision) -> Backend:
-            tier_holder.append(step.tier)
-            return start(step)
-
+    async def open_stream(self, decision: RouteDecision, outcome: RequestOutcome, body: dict[str, Any],
+                          call: Callable[[Backend], Awaitable[tuple[T, AsyncIterator[ChatObject]]]],
+                          tiers: Collection[Tier] | None = None) -> tuple[T, AsyncIterator[ChatObject]]:
+        """Open a stream (``call`` awaits its first object) with retries and fallback; the chunks that follow
+        are watched for the breaker, and the backend's concurrency slot is held until the stream closes."""
         hold: list[Release] = []
-        first, chunks = await self.run(body, decision, outcome, start_and_note, call, hold)
-        tier = tier_holder[-1]
-        return first, WatchedStream(chunks, self.breakers[tier], hold, self.redact)
+        (first, chunks), step = await self.run(body, decision, outcome, call, tiers, hold)
+        return first, WatchedStream(chunks, self.breakers[step.tier], hold, self.redact)
 
 
 # Upstream error codes (or types) that are about the account the gateway calls with, not the request.

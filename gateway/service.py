@@ -1,170 +1,115 @@
-"""One chat request's path: resolve the model name, decide the tier, call the backend, fill the outcome."""
+"""One chat request end to end: admission, the tier (steering, routing, spend caps), the resilient upstream call."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.accounting import RequestOutcome
+from gateway.auth import Principal
 from gateway.backends.base import Backend, ChatObject
-from gateway.errors import InvalidRequestError, ModelNotFoundError
-from gateway.failures import CircuitBreaker
-from gateway.resilience import Resilience
+from gateway.capabilities import describe, needs_of
+from gateway.conversations.steering import Steering
+from gateway.guard import Guard
+from gateway.protocol import validate_chat
+from gateway.resilience import Resilience, prime
 from gateway.settings import Settings
-from routers.base import RouteDecision, Router, Tier, decide
-from routers.errors import ClassifierOverloadedError
+from gateway.shared_state.base import InsufficientQuotaError
+from routers.base import RouteDecision, Tier
 from routers.features import routing_text
-from routers.swap import SwappableRouter
 
-THRESHOLD_HEADER = "x-tiergate-threshold"
-DEFAULT_THRESHOLD = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """What a model name asks for: routing (optionally with a threshold override), or one tier directly."""
-
-    tier: Tier | None = None
-    threshold: float | None = None
+if TYPE_CHECKING:
+    from gateway.learning.loop import LearningLoop
+    from gateway.shared_state.wiring import SharedState
 
 
-def parse_threshold(value: str, param: str) -> float:
-    try:
-        threshold = float(value)
-    except ValueError:
-        threshold = -1.0
-    if not 0.0 <= threshold <= 1.0:
-        raise InvalidRequestError(f"threshold must be a number between 0 and 1, got {value!r}", param=param)
-    return threshold
+@dataclass(slots=True)
+class ChatAnswer:
+    """A whole JSON answer; the outcome says which tier and model gave it."""
+
+    body: ChatObject
 
 
-def configured_threshold(router: Router) -> float:
-    """The router's own recommended threshold (a trained checkpoint's calibration), else 0.5."""
-    value = getattr(router, "recommended_threshold", None)  # a property on routers.batcher.BatchingRouter
-    if callable(value):
-        value = value()
-    return float(value) if isinstance(value, int | float) else DEFAULT_THRESHOLD
+@dataclass(slots=True)
+class ChatStream:
+    """An open stream whose first chunk has arrived (so early failures were real HTTP statuses)."""
 
-
-class ModelTable:
-    """Maps client model names to targets: routing aliases (``name`` or ``name@0.35``) and backend models."""
-
-    def __init__(self, aliases: list[str], backends: dict[Tier, Backend]) -> None:
-        self.aliases = list(aliases)
-        self.direct = {backend.model: tier for tier, backend in backends.items()}
-
-    def resolve(self, model: str) -> Target:
-        if model in self.direct:
-            return Target(tier=self.direct[model])
-        name, sep, threshold = model.partition("@")
-        if name in self.aliases:
-            return Target(threshold=parse_threshold(threshold, "model") if sep else None)
-        known = ", ".join(self.names())
-        raise ModelNotFoundError(f"The model '{model}' does not exist. Available models: {known}", param="model")
-
-    def names(self) -> list[str]:
-        return self.aliases + [name for name in self.direct if name not in self.aliases]
+    first: ChatObject
+    chunks: AsyncIterator[ChatObject]
+    include_usage: bool  # the client asked for the usage-only chunk
 
 
 class ChatService:
-    """Classify -> decide -> call: the policy of one request, free of HTTP details."""
+    """Owns one chat request from its parsed body to the answer, each step once: admission (guard), the tier
+    (steering around the router's decision, then spend caps), the upstream call (resilience), the usage."""
 
-    def __init__(self, settings: Settings, backends: dict[Tier, Backend], router: Router,
-                 share_controller: Any | None = None) -> None:
+    def __init__(self, settings: Settings, guard: Guard, steering: Steering, resilience: Resilience,
+                 shared: SharedState | None = None, learning: LearningLoop | None = None) -> None:
         self.settings = settings
-        self.routing = settings.routing
-        self.backends = backends
-        self.router = router
-        self.models = ModelTable(settings.routing.aliases, backends)
-        self.share_controller = share_controller
-        self.resilience = Resilience(settings, backends)
-        self.classifier_breaker = CircuitBreaker("classifier", settings.resilience.classifier_breaker)
+        self.guard = guard
+        self.steering = steering
+        self.resilience = resilience
+        self.shared = shared
+        self.learning = learning
 
-    def base_threshold(self) -> float:
-        if self.share_controller is not None:
-            return float(self.share_controller.threshold())
-        if isinstance(self.router, SwappableRouter) and self.router.promoted_threshold is not None:
-            return self.router.promoted_threshold  # re-derived at promotion for the same large share
-        if self.routing.threshold is not None:
-            return self.routing.threshold
-        return configured_threshold(self.router)
-
-    async def decide(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome) -> RouteDecision:
-        target = self.models.resolve(body["model"])
-        if target.tier is not None:
-            return RouteDecision(target.tier, "explicit_model")
-        threshold = target.threshold
-        if threshold is None and THRESHOLD_HEADER in headers:
-            threshold = parse_threshold(headers[THRESHOLD_HEADER], THRESHOLD_HEADER)
-        overridden = threshold is not None
-        threshold = self.base_threshold() if threshold is None else threshold
+    async def handle(self, body: dict[str, Any], headers: dict[str, str], principal: Principal,
+                     outcome: RequestOutcome) -> ChatAnswer | ChatStream:
+        # Cheap checks (loaded, the key's model, size, depth, rate limit) before the full schema validation.
+        await self.guard.admit(principal, body, outcome)
+        chat = validate_chat(body)
+        outcome.stream = bool(chat.stream)
+        outcome.requested_model = chat.model
+        if self.settings.request_log.include_prompts:  # the text the router scored, for re-training
+            outcome.prompt_text = routing_text(body["messages"],
+                                               include_system=self.settings.routing.include_system_prompt)
+        decision = await self.route(body, headers, outcome)
+        capture = self.learning.capture(body, headers, outcome, decision) if self.learning is not None else None
         started = time.perf_counter()
-        fail_safe = RouteDecision(self.routing.fail_safe_tier, "classifier_error", None, threshold)
-        try:
-            # Outside the breaker: odd input must not let one client switch routing off for everyone.
-            text = routing_text(body["messages"], include_system=self.routing.include_system_prompt)
-        except Exception:
-            return fail_safe
-        if not self.classifier_breaker.allow():  # broken: do not wait on it again until it may have recovered
-            return fail_safe
-        checkpoint: str | None = None
-        try:
-            if isinstance(self.router, SwappableRouter):  # also names the checkpoint that scored it
-                named = self.router.score_named(text)
-                score, checkpoint = await asyncio.wait_for(named, self.routing.classifier.timeout_s)
-            else:
-                score = await asyncio.wait_for(self.router.score(text), self.routing.classifier.timeout_s)
-        except Exception as exc:  # the classifier is a dependency that may fail: the request still gets an answer
-            if isinstance(exc, ClassifierOverloadedError):
-                self.classifier_breaker.release()  # busy, not broken: only this request skips it
-            else:
-                self.classifier_breaker.failure()
-            return fail_safe
-        else:
-            self.classifier_breaker.success()
-        finally:
-            outcome.routing_seconds = time.perf_counter() - started
-        if self.share_controller is not None and not overridden:
-            self.share_controller.observe(score)
-        if self.router.name in ("always-small", "always-large"):
-            return RouteDecision("large" if score >= 0.5 else "small", "fixed", score, threshold)
-        decision = decide(score, threshold, checkpoint)
-        if self.router.name == "random":
-            return RouteDecision(decision.tier, "random", score, threshold)
-        return decision
+        if chat.stream:
 
-    def start(self, outcome: RequestOutcome, decision: RouteDecision) -> Backend:
-        backend = self.backends[decision.tier]
-        outcome.decision = decision
-        outcome.tier = decision.tier
-        outcome.backend = backend.name
-        outcome.model = backend.model
-        return backend
+            async def open_stream(backend: Backend) -> tuple[ChatObject, AsyncIterator[ChatObject]]:
+                return await prime(aiter(backend.stream(body, headers)))
 
-    async def complete(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome,
-                       decision: RouteDecision) -> ChatObject:
-        started = time.perf_counter()
+            try:
+                first, chunks = await self.resilience.open_stream(decision, outcome, body, open_stream,
+                                                                  principal.tiers)
+            except BaseException:
+                outcome.upstream_seconds = time.perf_counter() - started
+                raise
+            outcome.ttft_seconds = time.perf_counter() - outcome.started
+            if capture is not None:  # the answer's text, for a shadow pair
+                chunks = capture.follow(first, chunks)
+            include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+            return ChatStream(first, chunks, include_usage)
+
+        async def complete(backend: Backend) -> ChatObject:
+            return await backend.complete(body, headers)
+
         try:
-            answer = await self.resilience.run(body, decision, outcome, lambda step: self.start(outcome, step),
-                                               lambda backend: backend.complete(body, headers))
+            answer, _ = await self.resilience.run(body, decision, outcome, complete, principal.tiers)
         finally:
             outcome.upstream_seconds = time.perf_counter() - started
         outcome.set_usage(answer.get("usage"))
-        return answer
+        await self.steering.issued(answer, outcome)  # a tool loop's next turn comes back to this tier
+        if capture is not None:
+            capture.answer(answer)
+        return ChatAnswer(answer)
 
-    async def open_stream(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome,
-                          decision: RouteDecision) -> tuple[ChatObject, AsyncIterator[ChatObject]]:
-        """Start the upstream stream and await its first chunk, so early failures are real HTTP statuses."""
-        started = time.perf_counter()
-        try:
-            first, chunks = await self.resilience.open_stream(
-                body, decision, outcome, lambda step: self.start(outcome, step), headers)
-        except BaseException:
-            outcome.upstream_seconds = time.perf_counter() - started
-            raise
-        outcome.ttft_seconds = time.perf_counter() - outcome.started
-        return first, chunks
-
+    async def route(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome,
+                    pinned: Tier | None = None, forced: bool = False) -> RouteDecision:
+        """The tier: steering (sticky tool loops and conversations, capabilities) around the router's decision,
+        then spend caps, which may downgrade it to small or refuse the request."""
+        decision = await self.steering.decide(body, headers, outcome, pinned, forced)
+        if self.shared is None:
+            return decision
+        decided = await self.shared.check_budget(body, outcome, decision)
+        if decided.reason == "budget":  # downgraded after steering: the small tier must still serve the request
+            lacking = self.steering.missing(decided.tier, needs_of(body))
+            if lacking:
+                raise InsufficientQuotaError(
+                    f"You exceeded your current quota for the large tier, and the small tier does not support "
+                    f"{describe(lacking)}: this request cannot be served until the budget renews.",
+                    headers={"x-should-retry": "false"})
+        return decided

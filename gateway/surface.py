@@ -52,8 +52,8 @@ def build_surface_api(state: GatewayState) -> APIRouter:
 
     @api.get("/v1/models/{model:path}", responses=NOT_FOUND)
     async def retrieve_model(model: str) -> Response:
-        if model not in state.service.models.names():
-            known = ", ".join(state.service.models.names())
+        if model not in state.decider.models.names():
+            known = ", ".join(state.decider.models.names())
             return error_response(ModelNotFoundError(
                 f"The model '{model}' does not exist. Available models: {known}", param="model"))
         return json_response({"id": model, "object": "model", "created": int(state.started_at),

@@ -8,8 +8,8 @@ from gateway.accounting import RequestOutcome
 from gateway.capabilities import Capability, Needs, TierCapabilities, capabilities_of, describe, needs_of
 from gateway.conversations.keys import answered_tool_calls, conversation_key, issued_tool_calls, tool_key
 from gateway.conversations.pins import MemoryPinStore, PinStore
+from gateway.decisions import RouteDecider
 from gateway.errors import InvalidRequestError
-from gateway.service import ChatService
 from gateway.settings import Settings
 from routers.base import TIERS, RouteDecision, Tier
 
@@ -27,13 +27,12 @@ class Steering:
     a pinned conversation stays on its tier unless a turn scores it up to large; then capabilities: a
     tier lacking what the request needs is never chosen, and naming one explicitly is a 400."""
 
-    def __init__(self, settings: Settings, service: ChatService, pins: PinStore | None = None) -> None:
+    def __init__(self, settings: Settings, decider: RouteDecider, pins: PinStore | None = None) -> None:
         self.settings = settings.conversations
-        self.service = service
+        self.decider = decider
+        self.backends = decider.backends
         self.pins: PinStore = pins or MemoryPinStore(settings.conversations.max_entries)
-        self.tiers = {tier: cfg for tier, cfg in settings.tiers.items() if tier in service.backends}
-        # Fallback must not hand a request to a tier that cannot serve it either.
-        service.resilience.fallback_check = self.check_fallback
+        self.tiers = {tier: cfg for tier, cfg in settings.tiers.items() if tier in decider.backends}
 
     async def decide(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome,
                      pinned: Tier | None = None, forced: bool = False) -> RouteDecision:
@@ -41,12 +40,12 @@ class Steering:
         ``previous_response_id``), kept like a conversation pin; ``forced``: it must go there (that
         upstream holds the conversation)."""
         needs = needs_of(body)
-        if self.service.models.resolve(body["model"]).tier is not None:
-            decision = await self.service.decide(body, headers, outcome)
+        if self.decider.models.resolve(body["model"]).tier is not None:
+            decision = await self.decider.decide(body, headers, outcome)
             self.require(decision.tier, needs, str(body["model"]))
             return decision
-        if forced and pinned is not None and pinned in self.service.backends:
-            self.require(pinned, needs, self.service.backends[pinned].model)
+        if forced and pinned is not None and pinned in self.backends:
+            self.require(pinned, needs, self.backends[pinned].model)
             return RouteDecision(pinned, "sticky")
         decision = await self._sticky_or_scored(body, headers, outcome, pinned)
         decision = self._capable(decision, needs)
@@ -59,16 +58,16 @@ class Steering:
                                 pinned: Tier | None) -> RouteDecision:
         for call_id in answered_tool_calls(body.get("messages")):
             tier = _tier(await self.pins.get(tool_key(call_id)))
-            if tier is not None and tier in self.service.backends:
+            if tier is not None and tier in self.backends:
                 return RouteDecision(tier, "sticky")
         key = conversation_key(body, headers, self.settings)
         if key is not None:
             found = _tier(await self.pins.get(key))
             pinned = "large" if "large" in (found, pinned) else (found or pinned)
-        if pinned == "large" and "large" in self.service.backends:
+        if pinned == "large" and "large" in self.backends:
             return RouteDecision("large", "sticky")  # never back down: no need to score
-        decision = await self.service.decide(body, headers, outcome)
-        if pinned is not None and pinned in self.service.backends and decision.reason != "score_above_threshold":
+        decision = await self.decider.decide(body, headers, outcome)
+        if pinned is not None and pinned in self.backends and decision.reason != "score_above_threshold":
             return RouteDecision(pinned, "sticky", decision.score, decision.threshold)
         return decision
 
@@ -85,7 +84,7 @@ class Steering:
     def capabilities(self, tier: Tier) -> TierCapabilities | None:
         """Asked per request: an in-process model's capabilities are known once it has loaded."""
         cfg = self.tiers.get(tier)
-        return capabilities_of(cfg, self.service.backends[tier]) if cfg is not None else None
+        return capabilities_of(cfg, self.backends[tier]) if cfg is not None else None
 
     def missing(self, tier: Tier, needs: Needs) -> list[Capability]:
         caps = self.capabilities(tier)
@@ -99,7 +98,8 @@ class Steering:
                                       param=PARAMS[lacking[0]], code="unsupported_capability")
 
     def check_fallback(self, body: dict[str, Any], tier: Tier) -> None:
-        self.require(tier, needs_of(body), self.service.backends[tier].model)
+        """Raises when a fallback tier cannot serve the body either (given to gateway.resilience)."""
+        self.require(tier, needs_of(body), self.backends[tier].model)
 
     async def issued(self, answer: dict[str, Any], outcome: RequestOutcome) -> None:
         """Pin the tool calls in an answer (or one stream chunk) to the tier that answered."""

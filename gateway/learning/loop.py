@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from gateway.accounting import RequestOutcome
-from gateway.auth import PRINCIPAL_KEY
 from gateway.backends.base import Backend
 from gateway.learning.budget import DailyBudget
 from gateway.learning.capture import Capture
@@ -139,8 +138,7 @@ class LearningLoop:
             return False
         if headers.get(SHADOW_HEADER, "").strip().lower() in ("off", "false", "0", "no"):
             return False
-        principal = outcome.extra.get(PRINCIPAL_KEY)
-        opted: bool | None = getattr(principal, "shadow", None)
+        opted = outcome.principal.shadow if outcome.principal is not None else None
         if opted is False or (self.cfg.shadow_keys == "opted_in" and opted is not True):
             return False
         return rate >= 1.0 or self.random.random() < rate
@@ -150,8 +148,7 @@ class LearningLoop:
         capture = self.captures.pop(id(outcome), None)
         if capture is None or outcome.outcome != "success" or outcome.tier not in self.backends:
             return
-        principal = outcome.extra.get(PRINCIPAL_KEY)
-        key_id = str(getattr(principal, "name", "anonymous"))
+        key_id = outcome.principal.name if outcome.principal is not None else "anonymous"
         self.recent[outcome.request_id] = key_id
         if len(self.recent) > RECENT_IDS:
             self.recent.popitem(last=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -12,13 +12,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from gateway.accounting import RequestOutcome
-from gateway.api import decision_headers, internal_error, json_response, one_outcome, outcome_from_error, read_body
+from gateway.api import (
+    cost_headers,
+    decision_headers,
+    internal_error,
+    json_response,
+    one_outcome,
+    outcome_from_error,
+    read_body,
+)
 from gateway.backends.base import Backend
 from gateway.backends.forwarding import Forwarding
 from gateway.errors import GatewayError, InvalidRequestError
+from gateway.guard import principal_of
 from gateway.log_context import request_id
 from gateway.protocol import parse_body
-from gateway.resilience import Release, WatchedStream, close_iterator, prime
+from gateway.resilience import close_iterator, prime
 from gateway.responses.events import ChatToEvents, encode
 from gateway.responses.store import ResponseStore, StoredResponse
 from gateway.responses.translate import (
@@ -124,27 +133,24 @@ class ResponsesEndpoint:
             if state.settings.request_log.include_prompts:
                 outcome.prompt_text = routing_text(scored["messages"],
                                                    include_system=state.settings.routing.include_system_prompt)
-            if not state.loaded:
-                raise GatewayError("the gateway is still loading its models; retry shortly", status=503,
-                                   code="model_loading", headers={"retry-after": "5"})
-            await state.admit(request, scored, outcome)
+            principal = principal_of(request)
+            await state.guard.admit(principal, scored, outcome)
             pinned = next((tier for tier in TIERS if previous is not None and tier == previous.tier), None)
-            decision = await state.steering.decide(scored, headers, outcome, pinned,
-                                                   forced=previous is not None and previous.messages is None)
-            decision = await state.check_budget(scored, outcome, decision)
+            decision = await state.service.route(scored, headers, outcome, pinned,
+                                                 forced=previous is not None and previous.messages is None)
             call = Call(self, body, wire, previous, history, headers)
             if wire.stream:
-                events = await self.open_stream(call, scored, outcome, decision)
+                events = await self.open_stream(call, scored, outcome, decision, principal.tiers)
                 return SSEResponse(events, decision_headers(outcome.decision or decision, outcome.model or "", rid))
             started = time.perf_counter()
             try:
-                answer = await state.service.resilience.run(
-                    scored, decision, outcome, lambda step: state.service.start(outcome, step), call.complete)
+                answer, _ = await state.service.resilience.run(scored, decision, outcome, call.complete,
+                                                               principal.tiers)
             finally:
                 outcome.upstream_seconds = time.perf_counter() - started
             await self.finished(call, answer, outcome)
             out_headers = decision_headers(outcome.decision or decision, outcome.model or "", rid)
-            out_headers.update(state.answer_headers(outcome))
+            out_headers.update(cost_headers(state.accountant, outcome))
             return json_response(answer, headers=out_headers)
 
         return await one_outcome(state, outcome, rid, respond)
@@ -166,21 +172,17 @@ class ResponsesEndpoint:
             self.store.put(response_id, StoredResponse(tier, messages, response))
 
     async def open_stream(self, call: Call, scored: dict[str, Any], outcome: RequestOutcome,
-                          decision: RouteDecision) -> AsyncIterator[bytes]:
+                          decision: RouteDecision, tiers: Collection[Tier] | None) -> AsyncIterator[bytes]:
         """Open the upstream stream and await its first event (retries and fallback before the 200)."""
-        state = self.state
-        hold: list[Release] = []
         started = time.perf_counter()
         try:
-            first, chunks = await state.service.resilience.run(
-                scored, decision, outcome, lambda step: state.service.start(outcome, step), call.stream, hold)
+            first, chunks = await self.state.service.resilience.open_stream(decision, outcome, scored, call.stream,
+                                                                            tiers)
         except BaseException:
             outcome.upstream_seconds = time.perf_counter() - started
             raise
         outcome.ttft_seconds = time.perf_counter() - outcome.started
-        tier: Tier = outcome.decision.tier if outcome.decision is not None else decision.tier
-        watched = WatchedStream(chunks, state.service.resilience.breakers[tier], hold)
-        return self.stream_events(call, first, watched, outcome)
+        return self.stream_events(call, first, chunks, outcome)
 
     async def stream_events(self, call: Call, first: dict[str, Any], chunks: AsyncIterator[dict[str, Any]],
                             outcome: RequestOutcome) -> AsyncIterator[bytes]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.accounting import RequestOutcome
-from gateway.auth import PRINCIPAL_KEY, Principal
+from gateway.auth import Principal
 from gateway.limits import estimate_tokens, message_chars
 from gateway.pricing import PriceTable
 from gateway.settings import Budget, BudgetSettings
@@ -29,7 +29,6 @@ from routers.base import RouteDecision
 
 log = logging.getLogger("tiergate.budgets")
 NANO = 1_000_000_000  # spend is counted in nano-USD: integers add exactly in Redis
-BUDGET = "_budget"  # the reservation, in RequestOutcome.extra
 
 
 def nano(usd: float | None) -> int | None:
@@ -112,7 +111,7 @@ class BudgetGate:
 
     async def check(self, body: dict[str, Any], outcome: RequestOutcome, decision: RouteDecision) -> RouteDecision:
         """The decision to use (possibly downgraded to small); raises 429 when the budget refuses."""
-        principal: Principal | None = outcome.extra.get(PRINCIPAL_KEY)
+        principal: Principal | None = outcome.principal
         if principal is None:
             return decision
         scopes = self.scopes(principal.name)
@@ -140,7 +139,7 @@ class BudgetGate:
                 "You exceeded your current quota: this API key's budget is spent. It renews at the start of the "
                 "next UTC day or month.", headers={"x-should-retry": "false"})
         day, month = utc_periods(self.clock())
-        outcome.extra[BUDGET] = Reservation(scopes, large, estimate, day, month, store)
+        outcome.reservation = Reservation(scopes, large, estimate, day, month, store)
         return decision
 
     def _action(self, key: str, action: str) -> None:
@@ -149,7 +148,7 @@ class BudgetGate:
 
     def record(self, outcome: RequestOutcome) -> None:
         """Commit the priced cost (an outcome sink; runs after the accountant priced the outcome)."""
-        reservation: Reservation | None = outcome.extra.get(BUDGET)
+        reservation = outcome.reservation
         if reservation is None:
             return
         cost = round(outcome.cost_usd * NANO)

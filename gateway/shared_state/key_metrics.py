@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from prometheus_client.core import Metric
 
 from gateway.accounting import RequestOutcome
-from gateway.auth import PRINCIPAL_KEY, Principal
+from gateway.auth import Principal
 from gateway.metric_family import Family, gauge
 
 OTHER = "other"
@@ -35,7 +35,7 @@ class KeyMetrics:
         return name if name in self.keys else OTHER
 
     def record(self, outcome: RequestOutcome) -> None:
-        principal: Principal | None = outcome.extra.get(PRINCIPAL_KEY)
+        principal: Principal | None = outcome.principal
         if principal is None:
             return
         key = self.label(principal.name)

@@ -14,7 +14,7 @@ from gateway.accounting import RequestOutcome
 from gateway.auth import ANONYMOUS, Principal, load_keys
 from gateway.limits import MemoryRateLimiter, RateLimiter
 from gateway.pricing import PriceTable
-from gateway.service import DEFAULT_THRESHOLD
+from gateway.decisions import DEFAULT_THRESHOLD
 from gateway.settings import Settings
 from gateway.shared_state.base import PinStore, Shield
 from gateway.shared_state.budgets import BudgetGate

@@ -116,7 +116,7 @@ def test_a_crash_inside_the_gateway_is_a_500_recorded_as_internal_with_one_log_l
         async def crash(*args: Any) -> Any:
             raise KeyError("a bug")
 
-        gateway.app.state.gateway.service.decide = crash  # type: ignore[attr-defined]
+        gateway.app.state.gateway.decider.decide = crash  # type: ignore[attr-defined]
         caplog.set_level(logging.INFO)
         answer = httpx.post(gateway.url + CHAT, json=BODY, headers={"x-request-id": "req-crash"}, timeout=10)
         wait_for(outcomes, 1)

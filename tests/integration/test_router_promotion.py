@@ -135,7 +135,7 @@ async def test_sighup_reloads_the_serving_directory(tmp_path: Path, checkpoints:
     settings = _settings("http://127.0.0.1:9", live)
     app = create_app(settings, router=default_router(settings))
     state = app.state.gateway
-    router = state.service.router
+    router = state.decider.router
     assert isinstance(router, SwappableRouter)
     await router.start()
     remove = install_sighup(state)

@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.accounting import RequestOutcome
-from gateway.auth import PRINCIPAL_KEY, Principal
+from gateway.auth import Principal
 from gateway.errors import GatewayError
 from gateway.pricing import PriceTable
 from gateway.settings import BreakerSettings, BudgetSettings, ConfigError, Price, StateSettings, load_settings
@@ -39,7 +39,7 @@ def gate(redis: Redis, fail_open: bool) -> BudgetGate:
 
 def outcome() -> RequestOutcome:
     out = RequestOutcome(request_id="r")
-    out.extra[PRINCIPAL_KEY] = Principal("alice")
+    out.principal = Principal("alice")
     return out
 
 

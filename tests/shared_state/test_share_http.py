@@ -24,7 +24,7 @@ def test_replicas_report_one_realised_share_from_the_shared_window(
     with running_gateway(settings, router=FixedRouter(0.9)) as high, \
             running_gateway(settings, router=FixedRouter(0.1)) as low:
         for gateway in (high, low):
-            assert isinstance(gateway.app.state.gateway.service.share_controller,  # type: ignore[attr-defined]
+            assert isinstance(gateway.app.state.gateway.decider.share_controller,  # type: ignore[attr-defined]
                               SharedShareController)
         tiers = [httpx.post(high.url + "/v1/chat/completions", json=BODY).headers["x-tiergate-tier"]
                  for _ in range(20)]

@@ -13,7 +13,7 @@ from gateway.accounting import Accountant, RequestOutcome
 from gateway.metric_family import Family
 from gateway.metrics import FAMILIES, GatewayMetrics
 from gateway.pricing import PriceTable
-from gateway.service import ChatService
+from gateway.decisions import RouteDecider
 from gateway.settings import Price, Settings
 from routers.base import RouteDecision
 from tests.support.doubles import FixedRouter
@@ -45,7 +45,7 @@ def make(router: Any = None, **routing: Any) -> tuple[GatewayMetrics, Accountant
     settings = Settings(tiers={"small": {"kind": "openai", "model": "gpt-4o-mini"},
                                "large": {"kind": "openai", "model": "gpt-4o"}}, routing=routing)
     backends: Any = {"small": LocalStub("local", "gpt-4o-mini", waiting=3), "large": StubBackend("large", "gpt-4o")}
-    service = ChatService(settings, backends, router or FixedRouter())
+    service = RouteDecider(settings, backends, router or FixedRouter())
     accountant = Accountant(pricer=PriceTable(PRICES, large_model="gpt-4o"))
     metrics = GatewayMetrics(service, accountant)
     accountant.sinks.append(metrics)

@@ -73,12 +73,10 @@ def harness(config: Settings, small: ScriptedBackend, large: ScriptedBackend) ->
 async def call(resilience: Resilience, outcome: RequestOutcome, tier: str = "small",
                reason: str = "score_below_threshold") -> Any:
     decision = RouteDecision(tier, reason, 0.2, 0.5)  # type: ignore[arg-type]
-
-    def start(step: RouteDecision) -> Any:
-        outcome.decision = step
-        return resilience.backends[step.tier]
-
-    return await resilience.run({}, decision, outcome, start, lambda backend: backend.complete({}))
+    tiers = outcome.principal.tiers if outcome.principal is not None else None
+    result, step = await resilience.run({}, decision, outcome, lambda backend: backend.complete({}), tiers)
+    assert outcome.decision == step and outcome.tier == step.tier  # the outcome names the tier that answered
+    return result
 
 
 def test_failure_categories_separate_client_faults_from_upstream_faults() -> None:
@@ -217,16 +215,16 @@ async def test_key_limited_to_one_tier_never_reaches_the_other() -> None:
     large = ScriptedBackend("large")
     resilience, _ = harness(settings(retry={"attempts": 1}), small, large)
     outcome = RequestOutcome("r")
-    outcome.extra["_principal"] = Principal("k", tiers=frozenset({"small"}))
+    outcome.principal = Principal("k", tiers=frozenset({"small"}))
     with pytest.raises(UpstreamError):
         await call(resilience, outcome)
     assert large.calls == 0
     outcome = RequestOutcome("r")
-    outcome.extra["_principal"] = Principal("k", tiers=frozenset({"small"}))
+    outcome.principal = Principal("k", tiers=frozenset({"small"}))
     with pytest.raises(PermissionDeniedError):
         await call(resilience, outcome, tier="large", reason="explicit_model")
     routed = RequestOutcome("r")
-    routed.extra["_principal"] = Principal("k", tiers=frozenset({"small"}))
+    routed.principal = Principal("k", tiers=frozenset({"small"}))
     assert await call(resilience, routed, tier="large", reason="score_above_threshold") == {"answered_by": "small"}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.service import ChatService
+from gateway.decisions import RouteDecider
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import upstream_settings
 
@@ -17,8 +17,8 @@ class CalibratedRouter(FixedRouter):
         return 0.16
 
 
-def service(router: Any, **routing: Any) -> ChatService:
-    return ChatService(upstream_settings("http://127.0.0.1:9", routing=routing), {}, router)
+def service(router: Any, **routing: Any) -> RouteDecider:
+    return RouteDecider(upstream_settings("http://127.0.0.1:9", routing=routing), {}, router)
 
 
 def test_checkpoint_threshold_applies_when_none_is_configured() -> None:

@@ -1,0 +1,134 @@
+"""Which tier a request goes to: the model name (an alias to route, or a tier's own model), the threshold, and
+the router's score behind a breaker (its failure sends the request to the fail-safe tier)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.accounting import RequestOutcome
+from gateway.backends.base import Backend
+from gateway.errors import InvalidRequestError, ModelNotFoundError
+from gateway.failures import CircuitBreaker
+from gateway.settings import Settings
+from routers.base import RouteDecision, Router, Tier, decide
+from routers.errors import ClassifierOverloadedError
+from routers.features import routing_text
+from routers.swap import SwappableRouter
+
+THRESHOLD_HEADER = "x-tiergate-threshold"
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a model name asks for: routing (optionally with a threshold override), or one tier directly."""
+
+    tier: Tier | None = None
+    threshold: float | None = None
+
+
+def parse_threshold(value: str, param: str) -> float:
+    try:
+        threshold = float(value)
+    except ValueError:
+        threshold = -1.0
+    if not 0.0 <= threshold <= 1.0:
+        raise InvalidRequestError(f"threshold must be a number between 0 and 1, got {value!r}", param=param)
+    return threshold
+
+
+def configured_threshold(router: Router) -> float:
+    """The router's own recommended threshold (a trained checkpoint's calibration), else 0.5."""
+    value = getattr(router, "recommended_threshold", None)  # a property on routers.batcher.BatchingRouter
+    if callable(value):
+        value = value()
+    return float(value) if isinstance(value, int | float) else DEFAULT_THRESHOLD
+
+
+class ModelTable:
+    """Maps client model names to targets: routing aliases (``name`` or ``name@0.35``) and backend models."""
+
+    def __init__(self, aliases: list[str], backends: dict[Tier, Backend]) -> None:
+        self.aliases = list(aliases)
+        self.direct = {backend.model: tier for tier, backend in backends.items()}
+
+    def resolve(self, model: str) -> Target:
+        if model in self.direct:
+            return Target(tier=self.direct[model])
+        name, sep, threshold = model.partition("@")
+        if name in self.aliases:
+            return Target(threshold=parse_threshold(threshold, "model") if sep else None)
+        known = ", ".join(self.names())
+        raise ModelNotFoundError(f"The model '{model}' does not exist. Available models: {known}", param="model")
+
+    def names(self) -> list[str]:
+        return self.aliases + [name for name in self.direct if name not in self.aliases]
+
+
+class RouteDecider:
+    """Classify -> decide: the tier for one request, from its model name, the threshold and the router's score."""
+
+    def __init__(self, settings: Settings, backends: dict[Tier, Backend], router: Router,
+                 share_controller: Any | None = None) -> None:
+        self.routing = settings.routing
+        self.backends = backends
+        self.router = router
+        self.models = ModelTable(settings.routing.aliases, backends)
+        self.share_controller = share_controller
+        self.classifier_breaker = CircuitBreaker("classifier", settings.resilience.classifier_breaker)
+
+    def base_threshold(self) -> float:
+        if self.share_controller is not None:
+            return float(self.share_controller.threshold())
+        if isinstance(self.router, SwappableRouter) and self.router.promoted_threshold is not None:
+            return self.router.promoted_threshold  # re-derived at promotion for the same large share
+        if self.routing.threshold is not None:
+            return self.routing.threshold
+        return configured_threshold(self.router)
+
+    async def decide(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome) -> RouteDecision:
+        target = self.models.resolve(body["model"])
+        if target.tier is not None:
+            return RouteDecision(target.tier, "explicit_model")
+        threshold = target.threshold
+        if threshold is None and THRESHOLD_HEADER in headers:
+            threshold = parse_threshold(headers[THRESHOLD_HEADER], THRESHOLD_HEADER)
+        overridden = threshold is not None
+        threshold = self.base_threshold() if threshold is None else threshold
+        started = time.perf_counter()
+        fail_safe = RouteDecision(self.routing.fail_safe_tier, "classifier_error", None, threshold)
+        try:
+            # Outside the breaker: odd input must not let one client switch routing off for everyone.
+            text = routing_text(body["messages"], include_system=self.routing.include_system_prompt)
+        except Exception:
+            return fail_safe
+        if not self.classifier_breaker.allow():  # broken: do not wait on it again until it may have recovered
+            return fail_safe
+        checkpoint: str | None = None
+        try:
+            async with asyncio.timeout(self.routing.classifier.timeout_s):
+                if isinstance(self.router, SwappableRouter):  # also names the checkpoint that scored it
+                    score, checkpoint = await self.router.score_named(text)
+                else:
+                    score = await self.router.score(text)
+        except Exception as exc:  # the classifier is a dependency that may fail: the request still gets an answer
+            if isinstance(exc, ClassifierOverloadedError):
+                self.classifier_breaker.release()  # busy, not broken: only this request skips it
+            else:
+                self.classifier_breaker.failure()
+            return fail_safe
+        else:
+            self.classifier_breaker.success()
+        finally:
+            outcome.routing_seconds = time.perf_counter() - started
+        if self.share_controller is not None and not overridden:
+            self.share_controller.observe(score)
+        if self.router.name in ("always-small", "always-large"):
+            return RouteDecision("large" if score >= 0.5 else "small", "fixed", score, threshold)
+        decision = decide(score, threshold, checkpoint)
+        if self.router.name == "random":
+            return RouteDecision(decision.tier, "random", score, threshold)
+        return decision
