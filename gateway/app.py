@@ -16,7 +16,7 @@ from starlette.responses import Response
 from gateway import log_context
 from gateway.accounting import Accountant, OutcomeSink
 from gateway.admin import build_admin_api, install_sighup
-from gateway.api import build_api, error_response
+from gateway.api import build_api, chat_route, error_response
 from gateway.backends.base import Backend
 from gateway.backends.factory import build_backend
 from gateway.backends.requirements import check_backend_requirements
@@ -126,7 +126,10 @@ def create_app(
             await chosen_router.aclose()
             await asyncio.gather(*(b.aclose() for b in chosen_backends.values()), return_exceptions=True)
 
-    app = FastAPI(title="Tiergate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # FastAPI's own OpenTelemetry hooks are off: Prometheus metrics and request logs cover each request, and the
+    # hooks cost a tracer lookup per request even with no tracer configured.
+    app = FastAPI(title="Tiergate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.gateway = state
     app.state.metrics_registry = observability.metrics.registry  # the worker supervisor exports it
     app.add_middleware(GuardMiddleware, guard=guard, accountant=accountant)
@@ -134,6 +137,7 @@ def create_app(
     if hosts:  # outside the guard: a forged Host is refused before authentication
         app.add_middleware(HostCheckMiddleware, allowed=hosts)
     log_context.install(log_context.upstream_secrets(settings))  # request ids on log lines; upstream keys redacted
+    app.router.routes.insert(0, chat_route())  # first, and not inside an included router: the hot path
     app.include_router(build_api())
     app.include_router(observability.api)
     app.include_router(shared.api())

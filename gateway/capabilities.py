@@ -82,7 +82,8 @@ def _has_image(messages: Iterable[Any]) -> bool:
     return False
 
 
-def needs_of(body: dict[str, Any]) -> Needs:
+def needs_of(body: dict[str, Any], prompt_tokens: int | None = None) -> Needs:
+    """``prompt_tokens``: the estimate admission already made from the same messages, if any."""
     messages = body.get("messages")
     messages = messages if isinstance(messages, list) else []
     response_format = body.get("response_format")
@@ -91,7 +92,7 @@ def needs_of(body: dict[str, Any]) -> Needs:
         tools=bool(body.get("tools") or body.get("functions")),
         json_schema=structured,
         vision=_has_image(messages),
-        prompt_tokens=estimate_tokens(message_chars(messages)),
+        prompt_tokens=prompt_tokens if prompt_tokens is not None else estimate_tokens(message_chars(messages)),
     )
 
 

@@ -114,13 +114,15 @@ class OpenAIHTTPBackend:
     async def _read(self, response: aiohttp.ClientResponse, limit: int, truncate: bool = False) -> bytes:
         """The body, at most ``limit`` bytes (beyond it: cut, or a ``protocol`` error); the connection is
         released either way."""
-        too_large = UpstreamError(f"upstream {self.name} sent an answer larger than {limit} bytes", kind="protocol")
+        def too_large() -> UpstreamError:
+            return UpstreamError(f"upstream {self.name} sent an answer larger than {limit} bytes", kind="protocol")
+
         try:
             declared = response.content_length
             if declared is not None and declared <= limit:
                 return await response.read()
             if declared is not None and not truncate:
-                raise too_large
+                raise too_large()
             chunks: list[bytes] = []
             size = 0
             async for chunk in response.content.iter_any():
@@ -129,7 +131,7 @@ class OpenAIHTTPBackend:
                 if size > limit:
                     if truncate:
                         break
-                    raise too_large
+                    raise too_large()
             return b"".join(chunks)[:limit]
         except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, self.name) from exc

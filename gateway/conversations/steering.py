@@ -33,13 +33,14 @@ class Steering:
         self.backends = decider.backends
         self.pins: PinStore = pins or MemoryPinStore(settings.conversations.max_entries)
         self.tiers = {tier: cfg for tier, cfg in settings.tiers.items() if tier in decider.backends}
+        self._known: dict[Tier, TierCapabilities] = {}  # per tier, once its backend is ready (they do not change)
 
     async def decide(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome,
                      pinned: Tier | None = None, forced: bool = False) -> RouteDecision:
         """``pinned``: the tier of the conversation this request continues (a Responses
         ``previous_response_id``), kept like a conversation pin; ``forced``: it must go there (that
         upstream holds the conversation)."""
-        needs = needs_of(body)
+        needs = needs_of(body, outcome.estimated_prompt_tokens or None)
         if self.decider.models.resolve(body["model"]).tier is not None:
             decision = await self.decider.decide(body, headers, outcome)
             self.require(decision.tier, needs, str(body["model"]))
@@ -82,9 +83,18 @@ class Steering:
                                   code="unsupported_capability")
 
     def capabilities(self, tier: Tier) -> TierCapabilities | None:
-        """Asked per request: an in-process model's capabilities are known once it has loaded."""
+        """An in-process model's capabilities are known once it has loaded: kept from then on."""
+        known = self._known.get(tier)
+        if known is not None:
+            return known
         cfg = self.tiers.get(tier)
-        return capabilities_of(cfg, self.backends[tier]) if cfg is not None else None
+        if cfg is None:
+            return None
+        backend = self.backends[tier]
+        capabilities = capabilities_of(cfg, backend)
+        if backend.ready():
+            self._known[tier] = capabilities
+        return capabilities
 
     def missing(self, tier: Tier, needs: Needs) -> list[Capability]:
         caps = self.capabilities(tier)

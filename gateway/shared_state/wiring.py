@@ -12,9 +12,9 @@ from starlette.responses import Response
 
 from gateway.accounting import RequestOutcome
 from gateway.auth import ANONYMOUS, Principal, load_keys
+from gateway.decisions import DEFAULT_THRESHOLD
 from gateway.limits import MemoryRateLimiter, RateLimiter
 from gateway.pricing import PriceTable
-from gateway.decisions import DEFAULT_THRESHOLD
 from gateway.settings import Settings
 from gateway.shared_state.base import PinStore, Shield
 from gateway.shared_state.budgets import BudgetGate
