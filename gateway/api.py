@@ -16,14 +16,13 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.accounting import Accountant, RequestOutcome
-from gateway.backends.base import ChatObject
+from gateway.backends.base import ChatObject, close_iterator
 from gateway.errors import ClientDisconnectedError, GatewayError, PayloadTooLargeError, UpstreamError
 from gateway.guard import principal_of
 from gateway.http.origin import require_json
 from gateway.log_context import request_id
 from gateway.pricing import format_usd
 from gateway.protocol import parse_body
-from gateway.resilience import close_iterator
 from gateway.service import ChatStream
 from gateway.sse import DONE, SSEResponse, error_events, event
 from gateway.state import GatewayState

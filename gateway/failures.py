@@ -18,7 +18,7 @@ def failure_category(error: BaseException) -> str | None:
     if isinstance(error, BackendOverloadedError):
         return "overloaded"
     if isinstance(error, UpstreamStatusError):
-        status = getattr(error, "upstream_status", error.status)
+        status = error.upstream_status
         if status == 429:
             return "rate_limit"
         if status == 408:

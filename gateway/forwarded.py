@@ -36,7 +36,8 @@ class ForwardedEndpoint:
         self.path = "/" + kind
         self.tier: Tier | None = next(
             (tier for tier, cfg in state.settings.tiers.items()
-             if isinstance(cfg, OpenAIBackend) and getattr(cfg, kind) and tier in state.backends), None)
+             if isinstance(cfg, OpenAIBackend) and (cfg.embeddings if kind == "embeddings" else cfg.completions)
+             and tier in state.backends), None)
 
     def _upstream_model(self, model: str) -> str | None:
         """The name sent upstream: a configured tier model's upstream name, else what the client sent."""

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterable
 from contextvars import ContextVar
 
-from gateway.settings import Settings
+from gateway.settings import OpenAIBackend, Settings
 
 REQUEST_ID: ContextVar[str] = ContextVar("tiergate_request_id", default="-")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
@@ -67,7 +67,7 @@ def upstream_secrets(settings: Settings) -> list[str]:
     """The upstream keys this gateway holds (from its environment), to keep them out of errors and logs."""
     found = []
     for cfg in settings.tiers.values():
-        name = getattr(cfg, "api_key_env", None)
+        name = cfg.api_key_env if isinstance(cfg, OpenAIBackend) else None
         value = os.environ.get(name, "") if name else ""
         if len(value) >= 8:
             found.append(value)

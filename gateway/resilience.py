@@ -10,13 +10,13 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from gateway.accounting import RequestOutcome
-from gateway.backends.base import Backend, ChatObject
+from gateway.backends.base import Backend, ChatObject, close_iterator
 from gateway.errors import GatewayError, PermissionDeniedError, UpstreamError, UpstreamStatusError
 from gateway.failures import BREAKER_CATEGORIES, CircuitBreaker, failure_category, retry_after_seconds
 from gateway.limits import Bulkhead, check_max_tokens
 from gateway.log_context import upstream_secrets
 from gateway.redaction import Redactor
-from gateway.settings import Settings
+from gateway.settings import OpenAIBackend, Settings
 from routers.base import RouteDecision, Tier
 
 log = logging.getLogger("tiergate.resilience")
@@ -40,8 +40,8 @@ class Resilience:
         # Raises when a fallback tier cannot serve the body (gateway.conversations.steering: capabilities).
         self.fallback_check = fallback_check
         for tier, cfg in settings.tiers.items():
-            if tier in backends and getattr(cfg, "kind", "") == "openai":
-                wait = cfg.timeout.pool  # type: ignore[union-attr]
+            if tier in backends and isinstance(cfg, OpenAIBackend):
+                wait = cfg.timeout.pool
                 self.bulkheads[tier] = Bulkhead(tier, cfg.max_concurrency, cfg.max_queue, wait)
 
     def plan(self, decision: RouteDecision, tiers: Collection[Tier] | None = None) -> list[RouteDecision]:
@@ -151,8 +151,8 @@ class Resilience:
         429 ``insufficient_quota``), concerns the gateway's own credentials: a 502 without its text. Every
         other error has any part of an upstream secret removed from every field."""
         cfg = self.settings.tiers.get(tier)
-        forwarding = bool(getattr(cfg, "forward_client_authorization", False))
-        status = getattr(error, "upstream_status", error.status)
+        forwarding = isinstance(cfg, OpenAIBackend) and cfg.forward_client_authorization
+        status = error.upstream_status if isinstance(error, UpstreamStatusError) else error.status
         if isinstance(error, UpstreamStatusError) and not forwarding and (
                 status in (401, 403) or error.code in OWN_CREDENTIAL_CODES or error.type in OWN_CREDENTIAL_CODES):
             log.error("upstream for tier %s rejected the gateway's credentials (HTTP %d, %s)", tier, status,
@@ -259,7 +259,3 @@ async def prime(chunks: AsyncIterator[ChatObject]) -> tuple[ChatObject, AsyncIte
     return first, chunks
 
 
-async def close_iterator(chunks: AsyncIterator[Any]) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()

@@ -10,6 +10,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from gateway.backends.base import close_iterator
 from gateway.errors import GatewayError
 
 DONE = b"data: [DONE]\n\n"
@@ -53,9 +54,7 @@ class SSEResponse(Response):
                 task.cancel()
             # Let the generator's clean-up run to the end before the request is over.
             await asyncio.gather(streaming, watcher, return_exceptions=True)
-            aclose = getattr(self.events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await close_iterator(self.events)
 
     async def _stream(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})

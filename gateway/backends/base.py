@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 # A chat completion request body as the client sent it (a parsed JSON object), with ``model`` replaced.
 ChatBody = dict[str, Any]
@@ -37,3 +37,26 @@ class Backend(Protocol):
     def stream(self, body: ChatBody, client_headers: dict[str, str] | None = None) -> AsyncIterator[ChatObject]: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class QueuedBackend(Protocol):
+    """A backend with its own queue: the in-process model reports what waits for it and what it is generating."""
+
+    def queue_depth(self) -> int: ...
+
+    def in_flight(self) -> int: ...
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """An iterator that holds something (a connection, a generation slot) until closed: async generators,
+    the stream wrappers around them."""
+
+    async def aclose(self) -> None: ...
+
+
+async def close_iterator(chunks: AsyncIterator[Any]) -> None:
+    """Close a stream whether or not it was read to the end (a no-op for iterators that hold nothing)."""
+    if isinstance(chunks, Closable):
+        await chunks.aclose()

@@ -175,7 +175,7 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
     def save() -> None:
         model = loaded["model"]
         config = model.config  # type: ignore[attr-defined]
-        if hasattr(config, "quantization_config"):
+        if hasattr(config, "quantization_config"):  # a transformers config, not ours: GGUF loading may add it
             del config.quantization_config
         config.save_pretrained(str(tmp))
         model.generation_config.save_pretrained(str(tmp))  # type: ignore[attr-defined]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from gateway.backends.base import ChatObject
+from gateway.backends.base import ChatObject, close_iterator
 
 
 class Capture:
@@ -70,6 +70,4 @@ class _Followed:
         return chunk
 
     async def aclose(self) -> None:
-        aclose = getattr(self.chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await close_iterator(self.chunks)

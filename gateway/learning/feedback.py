@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from gateway.auth import ANONYMOUS, Principal
 from gateway.errors import GatewayError, InvalidRequestError
+from gateway.guard import principal_of
 from gateway.learning.loop import UnknownRequestError
 from gateway.learning.store import StoreError
 
@@ -51,7 +51,7 @@ def feedback_api() -> APIRouter:
         if not isinstance(request_id, str) or not request_id:
             raise InvalidRequestError("'request_id' (the x-request-id of an answer) is required", param="request_id")
         score = parse_score(body)
-        principal: Principal = getattr(request.state, "principal", None) or ANONYMOUS
+        principal = principal_of(request)
         try:
             await learning.feedback(request_id, principal.name, score)
         except UnknownRequestError:

@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.backends.base import Backend
-from gateway.errors import GatewayError, UpstreamTimeoutError
+from gateway.backends.base import Backend, QueuedBackend
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeoutError
 from gateway.learning.budget import DailyBudget
 from gateway.learning.lag import LoopLag
 from gateway.learning.metrics import LearningMetrics
@@ -55,9 +55,7 @@ def answer_text(answer: dict[str, Any]) -> str | None:
 
 def busy(backend: Backend) -> bool:
     """An in-process model already generating or queueing for clients: a shadow call would take their slot."""
-    queued = getattr(backend, "queue_depth", None)  # the local backend's gauges (gateway.metrics reads them too)
-    running = getattr(backend, "in_flight", None)
-    return bool(callable(queued) and callable(running) and (queued() or running()))
+    return isinstance(backend, QueuedBackend) and bool(backend.queue_depth() or backend.in_flight())
 
 
 def _int(value: Any) -> int:
@@ -148,7 +146,7 @@ class ShadowSender:
             return
         except GatewayError as error:
             self.metrics.shadow["failed"].inc()
-            kind = getattr(error, "kind", None) or error.code or "error"
+            kind = (error.kind if isinstance(error, UpstreamError) else None) or error.code or "error"
             await self.deliver(ShadowAnswer(job, ShadowRow(job.request_id, tier, backend.model, "failed",
                                                            error=str(kind)), None))
             return

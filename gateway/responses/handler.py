@@ -21,13 +21,13 @@ from gateway.api import (
     outcome_from_error,
     read_body,
 )
-from gateway.backends.base import Backend
+from gateway.backends.base import Backend, close_iterator
 from gateway.backends.forwarding import Forwarding
 from gateway.errors import GatewayError, InvalidRequestError
 from gateway.guard import principal_of
 from gateway.log_context import request_id
 from gateway.protocol import parse_body
-from gateway.resilience import close_iterator, prime
+from gateway.resilience import prime
 from gateway.responses.events import ChatToEvents, encode
 from gateway.responses.store import ResponseStore, StoredResponse
 from gateway.responses.translate import (

@@ -185,9 +185,10 @@ class BudgetGate:
 def describe(scope: Scope, spent: Spend) -> dict[str, Any]:
     kind, _, name = scope.name.partition(":")
     periods: dict[str, Any] = {}
-    for period in ("daily", "monthly", "large_daily", "large_monthly"):
-        cap: int | None = getattr(scope.caps, period)
-        used: int = getattr(spent, period)
+    caps, used_by = scope.caps, spent
+    for period, cap, used in (("daily", caps.daily, used_by.daily), ("monthly", caps.monthly, used_by.monthly),
+                              ("large_daily", caps.large_daily, used_by.large_daily),
+                              ("large_monthly", caps.large_monthly, used_by.large_monthly)):
         periods[period] = {"spent_usd": used / NANO, "limit_usd": None if cap is None else cap / NANO,
                            "remaining_usd": None if cap is None else max(0, cap - used) / NANO}
     return {"kind": kind, "name": name, **periods}

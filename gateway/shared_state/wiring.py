@@ -11,8 +11,9 @@ from redis.asyncio import Redis
 from starlette.responses import Response
 
 from gateway.accounting import RequestOutcome
-from gateway.auth import ANONYMOUS, Principal, load_keys
+from gateway.auth import load_keys
 from gateway.decisions import DEFAULT_THRESHOLD
+from gateway.guard import principal_of
 from gateway.limits import MemoryRateLimiter, RateLimiter
 from gateway.pricing import PriceTable
 from gateway.settings import Settings
@@ -105,7 +106,7 @@ class SharedState:
 
         @api.get("/v1/tiergate/usage", include_in_schema=False)
         async def usage(request: Request) -> Response:
-            principal: Principal = getattr(request.state, "principal", None) or ANONYMOUS
+            principal = principal_of(request)
             if self.budgets is None:
                 body: dict[str, Any] = {"object": "tiergate.usage", "key": principal.name, "scopes": []}
             else:
