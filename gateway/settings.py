@@ -15,7 +15,10 @@ from routers.base import Tier
 ENV_PREFIX = "TIERGATE_"
 # Environment variables with our prefix that are not settings keys.
 RESERVED_ENV = {"TIERGATE_CONFIG", "TIERGATE_CACHE_DIR", "TIERGATE_WORKER_METRICS_DIR"}
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
+# The shipped profiles: config/ in the repository, package data in an installed gateway (gateway/profiles links
+# to config/), so `pip install tiergate && tiergate serve` has its default profile too.
+PROFILES = Path(__file__).resolve().parent / "profiles"
+DEFAULT_CONFIG = PROFILES / "default.yaml"
 
 
 class ConfigError(Exception):
