@@ -10,7 +10,6 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -68,15 +67,17 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
     chunks = []
     size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise ClientDisconnectedError("the client disconnected while sending its request") from None
-    return b"".join(chunks)
+    while True:  # the ASGI messages themselves: Starlette's request.stream() adds a generator per request
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnectedError("the client disconnected while sending its request")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def outcome_from_error(outcome: RequestOutcome, error: GatewayError) -> None:

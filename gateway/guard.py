@@ -110,9 +110,15 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        rid = request_id(headers)
-        if headers.get("x-request-id") != rid:
+        authorization: str | None = None
+        given = ""
+        for key, value in scope["headers"]:  # ASGI header names are lower-case
+            if key == b"authorization":
+                authorization = value.decode("latin-1")
+            elif key == b"x-request-id":
+                given = value.decode("latin-1")
+        rid = request_id({"x-request-id": given})
+        if given != rid:
             # The endpoint reads the id from the headers: give it the same one the logs use.
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"x-request-id"]
             scope["headers"].append((b"x-request-id", rid.encode()))
@@ -127,7 +133,7 @@ class GuardMiddleware:
                 await _send_error(send, error, rid, {"connection": "close", "retry-after": "1"})
                 return
             try:
-                principal = guard.authenticator.authenticate(headers.get("authorization"),
+                principal = guard.authenticator.authenticate(authorization,
                                                              scope.get("query_string", b"").decode("latin-1"))
             except AuthenticationError as error:
                 log.warning("refused %s %s: %s", scope["method"], scope["path"], error.message)
