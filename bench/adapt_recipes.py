@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from routers.data import load_data, select
 from routers.training.adapt import Candidate, Encoded, apgr, fit_adapter
+from routers.training.data import load_data, select
 
 RECIPES = (
     Candidate(None),

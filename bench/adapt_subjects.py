@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from routers.classifier import EncoderScorer
-from routers.data import Example, load_data, select
-from routers.evaluate import curve
 from routers.training.adapt import CANDIDATES, Candidate, Encoded, cross_validate, encode, fit_adapter
+from routers.training.data import Example, load_data, select
+from routers.training.evaluate import curve
 
 
 def half(example: Example) -> bool:

@@ -43,8 +43,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from gateway.backends.local_generation import SamplingParams, decode, make_generator  # noqa: E402
-from gateway.backends.transformers_local import TransformersBackend  # noqa: E402
+from gateway.backends.local.backend import TransformersBackend  # noqa: E402
+from gateway.backends.local.generation import SamplingParams, decode, make_generator  # noqa: E402
 from gateway.settings import LocalBackend  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))

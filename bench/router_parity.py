@@ -16,9 +16,9 @@ import numpy as np
 
 from routers.base import Scorer
 from routers.classifier import EncoderScorer
-from routers.evaluate import curve, summary
 from routers.onnx_classifier import OnnxScorer
-from routers.report import HELD_OUT, datasets, score_sorted
+from routers.training.evaluate import curve, summary
+from routers.training.report import HELD_OUT, datasets, score_sorted
 
 
 def main() -> None:

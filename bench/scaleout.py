@@ -78,7 +78,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def gateway(workdir: Path, upstream: str, workers: int, extra: dict[str, Any]) -> tuple[subprocess.Popen[bytes], str]:
-    from gateway.auth import hash_key
+    from gateway.admission.auth import hash_key
 
     port = free_port()
     config = yaml.safe_load((REPO / "config" / "bench-fake.yaml").read_text())

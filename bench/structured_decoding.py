@@ -1,7 +1,7 @@
 """Tokens/s of the embedded models with and without grammar-constrained decoding (JSON schema), per engine.
 
 Engines: ``none`` (free text, the same prompt), ``llguidance`` (what the gateway uses,
-gateway.backends.local_structured) and ``xgrammar`` (its Hugging Face logits processor), each through
+gateway.backends.local.structured) and ``xgrammar`` (its Hugging Face logits processor), each through
 ``local_generation.decode`` (``model.generate``), greedy, interleaved run by run so machine noise hits them alike.
 xgrammar is not a dependency: ``uv pip install xgrammar`` before comparing it (it pulls in triton).
 Decode tok/s = (tokens - 1) / (end - first text delta); free text runs to the same budget with ignore_eos.
@@ -28,9 +28,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor  # noqa: E402
 
-from gateway.backends.local_generation import SamplingParams, decode, make_generator  # noqa: E402
-from gateway.backends.local_models import BUILTINS, prepare_builtin  # noqa: E402
-from gateway.backends.local_structured import GrammarConstraint, GrammarTokenizer, json_grammar  # noqa: E402
+from gateway.backends.local.generation import SamplingParams, decode, make_generator  # noqa: E402
+from gateway.backends.local.models import BUILTINS, prepare_builtin  # noqa: E402
+from gateway.backends.local.structured import GrammarConstraint, GrammarTokenizer, json_grammar  # noqa: E402
 
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["city", "country", "celsius", "summary"],
           "properties": {"city": {"type": "string"}, "country": {"type": "string"}, "celsius": {"type": "integer"},

@@ -7,11 +7,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.auth import Principal
+from gateway.admission.auth import Principal
 from routers.base import RouteDecision
 
 if TYPE_CHECKING:
-    from gateway.limits import RateCharge
+    from gateway.admission.limits import RateCharge
     from gateway.shared_state.budgets import Reservation
 
 log = logging.getLogger("tiergate.accounting")

@@ -12,9 +12,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from gateway.api import json_response
-from gateway.auth import require_admin
+from gateway.admission.auth import require_admin
 from gateway.errors import GatewayError, InvalidRequestError
+from gateway.http.api import json_response
 from gateway.state import GatewayState
 from routers.errors import ClassifierError
 from routers.swap import Promotion, SwappableRouter

@@ -13,28 +13,28 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from gateway import log_context
 from gateway.accounting import Accountant, OutcomeSink
 from gateway.admin import build_admin_api, install_sighup
-from gateway.api import build_api, chat_route, error_response
+from gateway.admission.guard import Guard, GuardMiddleware
 from gateway.backends.base import Backend
 from gateway.backends.factory import build_backend
 from gateway.backends.requirements import check_backend_requirements
+from gateway.backends.resilience import Resilience
 from gateway.conversations.steering import Steering
 from gateway.decisions import RouteDecider
 from gateway.errors import GatewayError, InvalidRequestError
-from gateway.guard import Guard, GuardMiddleware
+from gateway.http.api import build_api, chat_route, error_response
+from gateway.http.openapi import install_openapi
 from gateway.http.origin import HostCheckMiddleware, allowed_hosts
+from gateway.http.surface import build_surface_api
 from gateway.learning.feedback import feedback_api
 from gateway.learning.loop import build_learning
-from gateway.observability import Observability, share_controller
-from gateway.openapi import install_openapi
-from gateway.resilience import Resilience
 from gateway.service import ChatService
 from gateway.settings import Settings
 from gateway.shared_state.wiring import SharedState
 from gateway.state import GatewayState
-from gateway.surface import build_surface_api
+from gateway.telemetry import log_context
+from gateway.telemetry.observability import Observability, share_controller
 from routers.base import Router, Tier
 
 log = logging.getLogger("tiergate")

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from gateway.limits import estimate_tokens, message_chars
+from gateway.admission.limits import estimate_tokens, message_chars
 from gateway.settings import LocalBackend, OpenAIBackend
 
 Capability = Literal["tools", "json_schema", "vision", "context"]

@@ -53,7 +53,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def prepare_models(args: argparse.Namespace) -> int:
-    from gateway.backends.local_models import prepare_builtin_models
+    from gateway.backends.local.models import prepare_builtin_models
 
     for name, path in prepare_builtin_models(args.names or None).items():
         print(f"{name}: {path}")
@@ -61,15 +61,15 @@ def prepare_models(args: argparse.Namespace) -> int:
 
 
 def fake_upstream(args: argparse.Namespace) -> int:
-    from gateway.fake_upstream import serve_fake_upstream
+    from gateway.tools.fake_upstream import serve_fake_upstream
 
     serve_fake_upstream(args.host, args.port, args.failure_rate, args.latency)
     return 0
 
 
 def hash_key(args: argparse.Namespace) -> int:
-    from gateway.auth import hash_key as digest
-    from gateway.auth import new_key
+    from gateway.admission.auth import hash_key as digest
+    from gateway.admission.auth import new_key
 
     key = args.key
     if key is None and not args.new:
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     hashing.set_defaults(func=hash_key)
 
     from gateway.learning.cli import add_commands as add_labels
-    from gateway.report import add_commands as add_report
+    from gateway.tools.report import add_commands as add_report
     from routers.cli import add_commands
 
     add_commands(commands)
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from gateway import log_context
+    from gateway.telemetry import log_context
 
     logging.basicConfig(level=logging.INFO, format=log_context.LOG_FORMAT)
     log_context.install()

@@ -10,8 +10,8 @@ from typing import Any
 
 from gateway.accounting import RequestOutcome
 from gateway.backends.base import Backend
+from gateway.backends.failures import CircuitBreaker
 from gateway.errors import InvalidRequestError, ModelNotFoundError
-from gateway.failures import CircuitBreaker
 from gateway.settings import Settings
 from routers.base import RouteDecision, Router, Tier, decide
 from routers.errors import ClassifierOverloadedError

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.accounting import RequestOutcome
-from gateway.auth import Principal
+from gateway.admission.auth import Principal
+from gateway.admission.guard import Guard
 from gateway.backends.base import Backend, ChatObject
+from gateway.backends.resilience import Resilience, prime
 from gateway.capabilities import describe, needs_of
 from gateway.conversations.steering import Steering
-from gateway.guard import Guard
 from gateway.protocol import validate_chat
-from gateway.resilience import Resilience, prime
 from gateway.settings import Settings
 from gateway.shared_state.base import InsufficientQuotaError
 from routers.base import RouteDecision, Tier

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.accounting import Accountant, RequestOutcome
+from gateway.admission.guard import Guard
 from gateway.backends.base import Backend
 from gateway.conversations.steering import Steering
 from gateway.decisions import RouteDecider
 from gateway.errors import GatewayError
-from gateway.guard import Guard
 from gateway.service import ChatService
 from gateway.settings import Settings
 from gateway.shared_state.wiring import SharedState

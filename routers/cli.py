@@ -10,12 +10,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from routers.data import LABELS, SPLITS
+from routers.training.data import LABELS, SPLITS
 
 
 def _train(args: argparse.Namespace) -> int:
-    from routers.build import train_checkpoint
-    from routers.train import TrainConfig
+    from routers.training.build import train_checkpoint
+    from routers.training.train import TrainConfig
 
     config = TrainConfig(
         label=args.label,
@@ -51,7 +51,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from routers.report import evaluate_command
+    from routers.training.report import evaluate_command
 
     if args.against:
         from routers.training.compare import compare_command
@@ -82,9 +82,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from routers.calibrate import calibration_table, read_texts, score_texts, write_csv
     from routers.runtime import load_scorer
     from routers.threshold import realised_share, threshold_for_share
+    from routers.training.calibrate import calibration_table, read_texts, score_texts, write_csv
 
     texts = read_texts(args.data)
     scorer = load_scorer(args.model, runtime=args.runtime, max_length=args.max_length, threads=args.threads)
@@ -120,8 +120,8 @@ async def _score_all(router: Any, texts: Sequence[str], concurrency: int) -> lis
 
 def _score(args: argparse.Namespace) -> int:
     from routers.base import decide
-    from routers.calibrate import read_texts
     from routers.registry import build_router
+    from routers.training.calibrate import read_texts
 
     texts = read_texts(args.input)
     router = build_router(
@@ -163,9 +163,9 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     """A bad checkpoint or data file ends the command with one clear line and exit code 2, not a traceback."""
 
     def run(args: argparse.Namespace) -> int:
-        from routers.data import DataError
         from routers.errors import ClassifierError
         from routers.training.adapt import AdaptError
+        from routers.training.data import DataError
 
         try:
             return handler(args)
@@ -213,7 +213,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--arena-weight", type=float, default=2.0, help="loss weight of arena rows")
-    p.add_argument("--no-anchors", action="store_true", help="leave out the anchor prompts (routers.anchors)")
+    p.add_argument("--no-anchors", action="store_true", help="leave out the anchor prompts (routers.training.anchors)")
     p.add_argument("--anchor-weight", type=float, default=8.0, help="loss weight of chit-chat anchors")
     p.add_argument("--hard-weight", type=float, default=4.0, help="loss weight of hard-task anchors")
     p.add_argument("--anchor-repeats", type=int, default=8, help="classifier: times each anchor batch is seen")

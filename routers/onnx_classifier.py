@@ -75,12 +75,12 @@ class OnnxScorer:
 
     @classmethod
     def load(cls, path: str = BUILTIN, *, max_length: int = 256, threads: int = 2) -> OnnxScorer:
-        """Load the ONNX export of ``builtin`` or a checkpoint directory (see ``routers.onnx_export``)."""
+        """Load the ONNX export of ``builtin`` or a checkpoint directory (see ``routers.training.onnx_export``)."""
         directory = checkpoint_dir(path)
         files = onnx_export_of(directory)
         if files is None:
             raise ClassifierError(
-                f"no ONNX export in {directory}: run `python -m routers.onnx_export {path}` "
+                f"no ONNX export in {directory}: run `python -m routers.training.onnx_export {path}` "
                 "or set routing.classifier.runtime: torch"
             )
         try:

@@ -21,7 +21,7 @@ def choose_runtime(path: str, runtime: RuntimeChoice = "auto") -> RuntimeName:
     if runtime != "auto":
         return runtime
     if not export_exists(path):
-        log.info("router %s has no ONNX export: scoring with torch (export it with routers.onnx_export)", path)
+        log.info("router %s has no ONNX export: scoring with torch (export it with routers.training.onnx_export)", path)
         return "torch"
     if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("tokenizers") is None:
         log.info("onnxruntime or tokenizers is not installed: scoring router %s with torch", path)

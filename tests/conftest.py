@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.fake_upstream import FakeUpstream, ServerThread
+from gateway.tools.fake_upstream import FakeUpstream, ServerThread
 from tests.support.doubles import FixedRouter
 from tests.support.shared_gateway import SharedPair, reset
 

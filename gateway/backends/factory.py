@@ -12,6 +12,6 @@ def build_backend(name: str, settings: OpenAIBackend | LocalBackend) -> Backend:
 
         return OpenAIHTTPBackend(name, settings)
     # Imported here: torch and transformers load only when a local tier is configured.
-    from gateway.backends.transformers_local import TransformersBackend
+    from gateway.backends.local.backend import TransformersBackend
 
     return TransformersBackend(settings, name=name)

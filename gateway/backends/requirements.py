@@ -6,7 +6,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from gateway.backends.local_models import BUILTIN_PREFIX, BUILTINS, converted_dir, package_dir
+from gateway.backends.local.models import BUILTIN_PREFIX, BUILTINS, converted_dir, package_dir
 from gateway.settings import ConfigError, LocalBackend, OpenAIBackend, Settings
 
 # What the GGUF-to-safetensors conversion imports, with what to install when it is missing.

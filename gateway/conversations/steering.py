@@ -108,7 +108,7 @@ class Steering:
                                       param=PARAMS[lacking[0]], code="unsupported_capability")
 
     def check_fallback(self, body: dict[str, Any], tier: Tier) -> None:
-        """Raises when a fallback tier cannot serve the body either (given to gateway.resilience)."""
+        """Raises when a fallback tier cannot serve the body either (given to gateway.backends.resilience)."""
         self.require(tier, needs_of(body), self.backends[tier].model)
 
     async def issued(self, answer: dict[str, Any], outcome: RequestOutcome) -> None:

@@ -98,7 +98,7 @@ def stats_command(args: argparse.Namespace) -> int:
 
 
 def export_line(row: LabelledRow) -> dict[str, Any]:
-    """One line of the user JSONL ``tiergate train`` reads (routers.data.load_user_jsonl)."""
+    """One line of the user JSONL ``tiergate train`` reads (routers.training.data.load_user_jsonl)."""
     return {"prompt": row.routing_text, "small_score": row.small_score, "large_score": row.large_score,
             "request_id": row.request_id, "tier": row.tier,
             "time": datetime.fromtimestamp(row.created_at, UTC).isoformat(timespec="seconds")}

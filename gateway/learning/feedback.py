@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from gateway.admission.guard import principal_of
 from gateway.errors import GatewayError, InvalidRequestError
-from gateway.guard import principal_of
 from gateway.learning.loop import UnknownRequestError
 from gateway.learning.store import StoreError
 
@@ -38,7 +38,7 @@ def feedback_api() -> APIRouter:
     api = APIRouter()
 
     async def feedback(request: Request) -> Response:
-        from gateway.api import json_response, read_body  # the chat endpoint's own body reader and encoder
+        from gateway.http.api import json_response, read_body  # the chat endpoint's own body reader and encoder
         from gateway.protocol import parse_body
 
         state = request.app.state.gateway

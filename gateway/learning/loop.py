@@ -24,9 +24,9 @@ from gateway.learning.records import Feedback, PendingJudgement, RequestRow
 from gateway.learning.runner import StoreRunner
 from gateway.learning.shadow import ShadowAnswer, ShadowJob, ShadowSender
 from gateway.learning.store import LabelStore, StoreError
-from gateway.metric_family import Family
 from gateway.pricing import PriceTable
 from gateway.settings import DEFAULT_CONFIG, Settings
+from gateway.telemetry.family import Family
 from routers.base import RouteDecision, Tier
 from routers.features import content_text, head_tail, routing_text
 

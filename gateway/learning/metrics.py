@@ -1,10 +1,10 @@
-"""The learning loop's counters, bound once from the gateway's metric families (gateway.metric_catalog)."""
+"""The learning loop's counters, bound once from the gateway's metric families (gateway.telemetry.catalog)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway.metric_family import CounterChild, Family
+from gateway.telemetry.family import CounterChild, Family
 
 SHADOW_OUTCOMES = ("answered", "failed", "timeout", "dropped", "busy", "over_budget")
 VERDICTS = ("small_as_good", "large_better")

@@ -12,7 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from gateway.accounting import RequestOutcome
-from gateway.api import (
+from gateway.admission.guard import principal_of
+from gateway.backends.base import Backend, close_iterator
+from gateway.backends.forwarding import Forwarding
+from gateway.backends.resilience import prime
+from gateway.errors import GatewayError, InvalidRequestError
+from gateway.http.api import (
     cost_headers,
     decision_headers,
     internal_error,
@@ -21,13 +26,8 @@ from gateway.api import (
     outcome_from_error,
     read_body,
 )
-from gateway.backends.base import Backend, close_iterator
-from gateway.backends.forwarding import Forwarding
-from gateway.errors import GatewayError, InvalidRequestError
-from gateway.guard import principal_of
-from gateway.log_context import request_id
+from gateway.http.sse import SSEResponse
 from gateway.protocol import parse_body
-from gateway.resilience import prime
 from gateway.responses.events import ChatToEvents, encode
 from gateway.responses.store import ResponseStore, StoredResponse
 from gateway.responses.translate import (
@@ -40,8 +40,8 @@ from gateway.responses.translate import (
     to_chat,
 )
 from gateway.settings import OpenAIBackend
-from gateway.sse import SSEResponse
 from gateway.state import GatewayState
+from gateway.telemetry.log_context import request_id
 from routers.base import TIERS, RouteDecision, Tier
 from routers.features import routing_text
 

@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar
 
+from gateway.backends.failures import CircuitBreaker
 from gateway.errors import GatewayError, RateLimitError
-from gateway.failures import CircuitBreaker
 from gateway.settings import BreakerSettings
 
 log = logging.getLogger("tiergate.shared_state")

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.accounting import RequestOutcome
-from gateway.auth import Principal
-from gateway.limits import estimate_tokens, message_chars
+from gateway.admission.auth import Principal
+from gateway.admission.limits import estimate_tokens, message_chars
 from gateway.pricing import PriceTable
 from gateway.settings import Budget, BudgetSettings
 from gateway.shared_state.base import (

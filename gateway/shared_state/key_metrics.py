@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable, Iterator
 from prometheus_client.core import Metric
 
 from gateway.accounting import RequestOutcome
-from gateway.auth import Principal
-from gateway.metric_family import Family, gauge
+from gateway.admission.auth import Principal
+from gateway.telemetry.family import Family, gauge
 
 OTHER = "other"
 

@@ -7,13 +7,13 @@ import logging
 
 from redis.asyncio import Redis
 
+from gateway.admission.limits import MemoryRateLimiter, RateLimiter, Rule
 from gateway.errors import GatewayError
-from gateway.limits import MemoryRateLimiter, RateLimiter, Rule
 from gateway.shared_state.base import SharedStateUnavailable, Shield, unavailable_error
 
 log = logging.getLogger("tiergate.shared_state")
 
-# The same buckets as gateway.limits.MemoryRateLimiter: each refills its per-minute capacity evenly, a
+# The same buckets as gateway.admission.limits.MemoryRateLimiter: each refills its per-minute capacity evenly, a
 # request needs one request slot and a token budget not in debt, and its token estimate is charged up front.
 # Redis's own clock (TIME) so replicas with skewed clocks agree. Returns 0 or the milliseconds to wait.
 ACQUIRE = """
@@ -65,7 +65,7 @@ return 0
 
 
 class RedisRateLimiter:
-    """A :class:`gateway.limits.RateLimiter` shared by every worker and replica using the same Redis.
+    """A :class:`gateway.admission.limits.RateLimiter` shared by every worker and replica using the same Redis.
 
     When Redis fails: ``fail_open`` falls back to this process's own buckets (counted by the shield),
     ``fail_closed`` refuses the request with a 503.

@@ -11,10 +11,10 @@ from redis.asyncio import Redis
 from starlette.responses import Response
 
 from gateway.accounting import RequestOutcome
-from gateway.auth import load_keys
+from gateway.admission.auth import load_keys
+from gateway.admission.guard import principal_of
+from gateway.admission.limits import MemoryRateLimiter, RateLimiter
 from gateway.decisions import DEFAULT_THRESHOLD
-from gateway.guard import principal_of
-from gateway.limits import MemoryRateLimiter, RateLimiter
 from gateway.pricing import PriceTable
 from gateway.settings import Settings
 from gateway.shared_state.base import PinStore, Shield

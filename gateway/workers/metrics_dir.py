@@ -5,7 +5,7 @@ stops); whichever worker answers ``GET /metrics`` merges its live samples with t
 Counters and histograms are summed over every file, including those of workers that have exited (so totals
 never go backwards when a worker is replaced); load gauges are summed over live workers only; the other
 gauges (threshold, shares, build info) are the answering worker's own. The same job as prometheus_client's
-multiprocess mode, for the gateway's hand-written families (gateway.metric_family), which it cannot see.
+multiprocess mode, for the gateway's hand-written families (gateway.telemetry.family), which it cannot see.
 """
 
 from __future__ import annotations

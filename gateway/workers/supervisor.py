@@ -26,7 +26,7 @@ def prepare_models_once(settings: Settings) -> None:
     locals_ = [b for b in settings.tiers.values() if isinstance(b, LocalBackend)]
     if not locals_:
         return
-    from gateway.backends.local_models import resolve_model_dir
+    from gateway.backends.local.models import resolve_model_dir
 
     for backend in locals_:
         resolve_model_dir(backend.path, backend.gguf_file, backend.cache_dir)

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from routers.checkpoint import BUILTIN, HEAD_FILE, METADATA_FILE, checkpoint_dir, read_metadata, write_metadata
-from routers.data import Example, data_hash, label_of, load_data
-from routers.evaluate import curve, summary
 from routers.threshold import realised_share, threshold_for_share
 from routers.training.adapter import Adapter, Array, Neighbours, layer_norm, unit
+from routers.training.data import Example, data_hash, label_of, load_data
+from routers.training.evaluate import curve, summary
 from routers.training.request_features import feature_matrix
 
 MIN_LABELS = 40

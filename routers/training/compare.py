@@ -9,9 +9,9 @@ from typing import Any
 
 from routers.checkpoint import BUILTIN, checkpoint_dir, read_metadata
 from routers.classifier import EncoderScorer
-from routers.data import data_hash
-from routers.evaluate import Curve, curve, oracle_curve, plot, random_curve, summary, table
-from routers.report import DATASET_SPLITS, datasets, length_curve, score_sorted
+from routers.training.data import data_hash
+from routers.training.evaluate import Curve, curve, oracle_curve, plot, random_curve, summary, table
+from routers.training.report import DATASET_SPLITS, datasets, length_curve, score_sorted
 
 
 def router_label(path: str) -> str:

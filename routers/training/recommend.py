@@ -12,9 +12,9 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from routers.data import DataError, Example
-from routers.evaluate import curve
 from routers.threshold import threshold_for_share
+from routers.training.data import DataError, Example
+from routers.training.evaluate import curve
 
 PER_TOKEN = 1e-6  # price files give USD per 1M tokens
 CHARS_PER_TOKEN = 4.0  # prompt tokens estimated from characters when a row does not say

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from routers.data import DataError, load_user_jsonl
+from routers.training.data import DataError, load_user_jsonl
 from routers.training.recommend import (
     format_table,
     operating_points,
@@ -26,7 +26,7 @@ def _scores(args: argparse.Namespace, texts: list[str]) -> list[float]:
             raise DataError(f"{args.scores}: needs one score per row of {args.data} (index 0..{len(texts) - 1})")
         return [by_index[i] for i in range(len(texts))]
     from routers.classifier import EncoderScorer
-    from routers.report import score_sorted
+    from routers.training.report import score_sorted
 
     scorer = EncoderScorer.load(args.model, max_length=args.max_length, threads=args.threads)
     return score_sorted(scorer, texts, progress=not args.quiet)

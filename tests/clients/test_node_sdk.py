@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.fake_upstream import FakeUpstream, Reply
+from gateway.tools.fake_upstream import FakeUpstream, Reply
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import running_gateway, upstream_settings
 

@@ -13,9 +13,9 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from gateway.backends.local_models import prepare_builtin
-from gateway.fake_upstream import ServerThread
+from gateway.backends.local.models import prepare_builtin
 from gateway.settings import Settings
+from gateway.tools.fake_upstream import ServerThread
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import running_gateway
 from tests.support.openapi import OpenAPISchemas, schemas_or_skip

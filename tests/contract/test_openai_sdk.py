@@ -9,7 +9,7 @@ from typing import Any
 import openai
 import pytest
 
-from gateway.fake_upstream import FakeUpstream, Reply, ServerThread
+from gateway.tools.fake_upstream import FakeUpstream, Reply, ServerThread
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import LARGE_MODEL, SMALL_MODEL, running_gateway, upstream_settings
 from tests.support.shared_gateway import SharedPair, shared_pair
@@ -160,10 +160,10 @@ async def test_async_mid_stream_failure_raises_api_error(gateway: ServerThread, 
                 pass
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gateway.auth") is None, reason="gateway API keys (gateway/auth.py) "
+@pytest.mark.skipif(importlib.util.find_spec("gateway.admission.auth") is None, reason="gateway API keys (gateway/admission/auth.py) "
                     "are not implemented yet")
 def test_wrong_gateway_key_raises_authentication_error(fake_upstream: FakeUpstream) -> None:
-    from gateway.auth import hash_key
+    from gateway.admission.auth import hash_key
 
     auth = {"keys": [{"name": "contract", "hash": hash_key(GATEWAY_KEY)}]}
     settings = upstream_settings(fake_upstream.url, auth=auth)  # type: ignore[attr-defined]

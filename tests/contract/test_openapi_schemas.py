@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.fake_upstream import FakeUpstream, Reply, completion
+from gateway.tools.fake_upstream import FakeUpstream, Reply, completion
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import running_gateway, upstream_settings
 from tests.support.openapi import OpenAPISchemas, schemas_or_skip, translate_nullable
@@ -149,9 +149,9 @@ def test_in_band_stream_error_is_a_valid_error_response(
     openapi.validate("ErrorResponse", error)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gateway.auth") is None, reason="gateway API keys are not implemented")
+@pytest.mark.skipif(importlib.util.find_spec("gateway.admission.auth") is None, reason="gateway API keys are not implemented")
 def test_authentication_errors_are_valid_error_responses(fake_upstream: FakeUpstream, openapi: OpenAPISchemas) -> None:
-    from gateway.auth import hash_key
+    from gateway.admission.auth import hash_key
 
     settings = upstream_settings(fake_upstream.url, auth={"keys": [{"name": "k", "hash": hash_key("tg-right")}]})  # type: ignore[attr-defined]
     with running_gateway(settings) as server, httpx.Client(base_url=server.url, timeout=10) as client:

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from gateway.fake_upstream import FakeUpstream, Reply
+from gateway.tools.fake_upstream import FakeUpstream, Reply
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import LARGE_MODEL, SMALL_MODEL, running_gateway, upstream_settings
 from tests.support.openapi import OpenAPISchemas, schemas_or_skip

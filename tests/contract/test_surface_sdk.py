@@ -9,8 +9,8 @@ import httpx
 import openai
 import pytest
 
-from gateway.auth import hash_key
-from gateway.fake_upstream import FakeUpstream, Reply
+from gateway.admission.auth import hash_key
+from gateway.tools.fake_upstream import FakeUpstream, Reply
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import LARGE_MODEL, SMALL_MODEL, running_gateway, upstream_settings
 from tests.support.openapi import OpenAPISchemas, schemas_or_skip

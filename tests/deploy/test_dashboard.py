@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-from gateway.metrics import FAMILIES
+from gateway.telemetry.metrics import FAMILIES
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "tiergate-dashboard.json"

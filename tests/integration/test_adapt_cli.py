@@ -12,9 +12,9 @@ import torch
 from routers.checkpoint import save_pooled_checkpoint, truncated_encoder
 from routers.classifier import EncoderScorer
 from routers.cli import main
-from routers.data import load_user_jsonl
 from routers.pooled import HeadSpec, MLPHead, PooledClassifier
 from routers.training.adapt import AdaptError, Candidate, adapt_checkpoint
+from routers.training.data import load_user_jsonl
 from tests.support.tiny_encoder import WORDS, build_tiny_encoder
 
 FILLER = [w for w in WORDS if w not in ("prove", "theorem", "integral", "hello", "hi", "thanks")]

@@ -9,8 +9,8 @@ import httpx
 import openai
 import pytest
 
-from gateway.auth import hash_key
-from gateway.fake_upstream import FakeUpstream, ServerThread
+from gateway.admission.auth import hash_key
+from gateway.tools.fake_upstream import FakeUpstream, ServerThread
 from tests.support.fault_doubles import Outcomes
 from tests.support.gateway import LARGE_MODEL, SMALL_MODEL, running_gateway, upstream_settings
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.fake_upstream import FakeUpstream, ServerThread
+from gateway.tools.fake_upstream import FakeUpstream, ServerThread
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import running_gateway, upstream_settings
 

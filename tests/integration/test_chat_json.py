@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.fake_upstream import FakeUpstream, ServerThread
+from gateway.tools.fake_upstream import FakeUpstream, ServerThread
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import LARGE_MODEL, SMALL_MODEL, running_gateway, upstream_settings
 from tests.support.shared_gateway import SharedPair, shared_pair

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from gateway.accounting import RequestOutcome
-from gateway.fake_upstream import FakeUpstream, Reply, ServerThread, stream_events
+from gateway.tools.fake_upstream import FakeUpstream, Reply, ServerThread, stream_events
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import LARGE_MODEL, SMALL_MODEL, running_gateway, upstream_settings
 from tests.support.shared_gateway import SharedPair, shared_pair

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.fake_upstream import FakeUpstream, ServerThread
+from gateway.tools.fake_upstream import FakeUpstream, ServerThread
 from tests.support.fault_doubles import Outcomes
 from tests.support.gateway import running_gateway, upstream_settings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from gateway.fake_upstream import FakeUpstream, Reply
+from gateway.tools.fake_upstream import FakeUpstream, Reply
 
 
 def ask(fake: FakeUpstream, model: str, content: str) -> str:

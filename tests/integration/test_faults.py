@@ -9,7 +9,7 @@ import httpx
 
 from gateway.backends.openai_http import OpenAIHTTPBackend
 from gateway.errors import BackendOverloadedError, UpstreamError
-from gateway.fake_upstream import FakeUpstream, Reply
+from gateway.tools.fake_upstream import FakeUpstream, Reply
 from tests.support.doubles import FixedRouter
 from tests.support.fault_doubles import LocalDouble, Outcomes, closed_port_url
 from tests.support.gateway import LARGE_MODEL, running_gateway, upstream_settings

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.auth import hash_key
-from gateway.fake_upstream import FakeUpstream, ServerThread
+from gateway.admission.auth import hash_key
+from gateway.tools.fake_upstream import FakeUpstream, ServerThread
 from tests.support.gateway import running_gateway, upstream_settings
 
 CHAT = {"model": "tiergate-auto", "messages": [{"role": "user", "content": "hi"}]}

@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from gateway.fake_upstream import FakeUpstream, Reply
+from gateway.tools.fake_upstream import FakeUpstream, Reply
 from tests.support.fault_doubles import Outcomes
 from tests.support.gateway import running_gateway, upstream_settings
 

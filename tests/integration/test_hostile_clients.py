@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.fake_upstream import FakeUpstream, Reply
 from gateway.redaction import Redactor
+from gateway.tools.fake_upstream import FakeUpstream, Reply
 from tests.support.fault_doubles import Outcomes
 from tests.support.gateway import running_gateway, upstream_settings
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.fake_upstream import FakeUpstream, Reply
+from gateway.tools.fake_upstream import FakeUpstream, Reply
 from tests.support.fault_doubles import Outcomes
 from tests.support.gateway import running_gateway, upstream_settings
 from tests.support.raw_upstream import RawUpstream, good_answer

@@ -12,7 +12,7 @@ from gateway.cli import main
 from gateway.learning.cli import parse_since
 from gateway.learning.records import Feedback, PendingJudgement, RequestRow, ShadowRow, Verdict
 from gateway.learning.sqlite import SQLiteStore
-from routers.data import load_data
+from routers.training.data import load_data
 
 DAY = 86_400.0
 

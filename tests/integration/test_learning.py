@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.fake_upstream import FakeUpstream
+from gateway.tools.fake_upstream import FakeUpstream
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import LARGE_MODEL, SMALL_MODEL, running_gateway, upstream_settings
 from tests.support.learning import (
@@ -89,7 +89,7 @@ def test_prompts_are_stored_only_with_consent_and_single_mode_rates_each_answer(
 
 @pytest.mark.parametrize("how", ["tools", "header", "explicit_model", "opted_out_key", "not_opted_in"])
 def test_requests_that_must_not_be_shadowed_are_not(fake: FakeUpstream, tmp_path: Path, how: str) -> None:
-    from gateway.auth import hash_key
+    from gateway.admission.auth import hash_key
 
     store = tmp_path / "labels.sqlite3"
     keys = [{"name": "private", "hash": hash_key("tg-private"), "shadow": False},

@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.fake_upstream import FakeUpstream, Reply
 from gateway.learning.loop import LearningLoop
 from gateway.learning.records import RequestRow
 from gateway.learning.sqlite import SQLiteStore
 from gateway.learning.store import StoreError
+from gateway.tools.fake_upstream import FakeUpstream, Reply
 from tests.support.doubles import FixedRouter
 from tests.support.fault_doubles import closed_port_url
 from tests.support.gateway import LARGE_MODEL, running_gateway, upstream_settings

@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from gateway.auth import hash_key
-from gateway.fake_upstream import FakeUpstream, Reply
+from gateway.admission.auth import hash_key
+from gateway.tools.fake_upstream import FakeUpstream, Reply
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import LARGE_MODEL, running_gateway, upstream_settings
 

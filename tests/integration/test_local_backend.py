@@ -13,8 +13,8 @@ import pytest_asyncio
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from gateway.backends.local_models import prepare_builtin
-from gateway.backends.transformers_local import TransformersBackend
+from gateway.backends.local.backend import TransformersBackend
+from gateway.backends.local.models import prepare_builtin
 from gateway.errors import BackendOverloadedError, InvalidRequestError
 from gateway.settings import LocalBackend
 

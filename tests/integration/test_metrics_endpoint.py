@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from gateway.accounting import RequestOutcome
-from gateway.fake_upstream import FakeUpstream, Reply, completion
-from gateway.metrics import FAMILIES
+from gateway.telemetry.metrics import FAMILIES
+from gateway.tools.fake_upstream import FakeUpstream, Reply, completion
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import running_gateway, upstream_settings
 from tests.support.prom import families, sample

@@ -18,7 +18,7 @@ SERVE_AND_SCORE = textwrap.dedent(
     import json, sys
     import httpx, yaml
     from gateway.app import create_app
-    from gateway.fake_upstream import FakeUpstream, ServerThread
+    from gateway.tools.fake_upstream import FakeUpstream, ServerThread
     from gateway.settings import load_settings
 
     fake = FakeUpstream()

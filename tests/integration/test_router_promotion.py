@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from gateway.admin import install_sighup
+from gateway.admission.auth import hash_key
 from gateway.app import create_app, default_router
-from gateway.auth import hash_key
-from gateway.fake_upstream import FakeUpstream, ServerThread
 from gateway.settings import Settings
+from gateway.tools.fake_upstream import FakeUpstream, ServerThread
 from routers.checkpoint import HEAD_FILE, save_pooled_checkpoint, truncated_encoder
 from routers.pooled import HeadSpec, MLPHead, PooledClassifier
 from routers.swap import SwappableRouter, checkpoint_name

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.fake_upstream import FakeUpstream, Reply
+from gateway.tools.fake_upstream import FakeUpstream, Reply
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import LARGE_MODEL, SMALL_MODEL, running_gateway, upstream_settings
 from tests.support.shared_gateway import SharedPair, shared_pair

@@ -7,8 +7,8 @@ import logging
 import httpx
 import pytest
 
-from gateway.auth import hash_key
-from gateway.fake_upstream import FakeUpstream, Reply
+from gateway.admission.auth import hash_key
+from gateway.tools.fake_upstream import FakeUpstream, Reply
 from tests.support.doubles import FixedRouter
 from tests.support.fault_doubles import closed_port_url
 from tests.support.gateway import running_gateway, upstream_settings
@@ -84,7 +84,7 @@ def test_upstream_key_and_conversation_never_leak(fake_upstream: FakeUpstream, c
 
 
 def test_log_filter_redacts_secrets_from_any_record(caplog: pytest.LogCaptureFixture) -> None:
-    from gateway import log_context
+    from gateway.telemetry import log_context
 
     caplog.set_level(logging.INFO)
     log_context.install([SENTINEL])

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from gateway.app import create_app
-from gateway.fake_upstream import ServerThread
+from gateway.tools.fake_upstream import ServerThread
 from tests.support.doubles import FixedRouter
 from tests.support.fault_doubles import LocalDouble, Outcomes
 from tests.support.gateway import upstream_settings

@@ -11,8 +11,8 @@ import httpx
 import orjson
 import pytest
 
-from gateway.fake_upstream import FakeUpstream, Reply, ServerThread
 from gateway.settings import Settings
+from gateway.tools.fake_upstream import FakeUpstream, Reply, ServerThread
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import running_gateway, upstream_settings
 

@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.accounting import RequestOutcome
-from gateway.auth import Principal
+from gateway.admission.auth import Principal
 from gateway.errors import GatewayError
 from gateway.pricing import PriceTable
 from gateway.settings import BreakerSettings, BudgetSettings, ConfigError, Price, StateSettings, load_settings

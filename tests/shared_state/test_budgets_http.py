@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.auth import hash_key
-from gateway.fake_upstream import FakeUpstream
+from gateway.admission.auth import hash_key
+from gateway.tools.fake_upstream import FakeUpstream
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import LARGE_MODEL, running_gateway, upstream_settings
 from tests.support.prom import sample

@@ -9,7 +9,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from gateway.cli import main
-from gateway.metric_family import Family, gauge
+from gateway.telemetry.family import Family, gauge
 from gateway.workers.metrics_dir import WorkerMetrics, merge, snapshot
 
 

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from gateway.admission.limits import MemoryRateLimiter, Rule
 from gateway.errors import GatewayError
-from gateway.limits import MemoryRateLimiter, Rule
 from gateway.settings import BreakerSettings, StateSettings
 from gateway.shared_state.base import Caps, Scope, SharedStateUnavailable, Shield, SpendStore
 from gateway.shared_state.limiter import RedisRateLimiter

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.auth import hash_key
-from gateway.fake_upstream import FakeUpstream
+from gateway.admission.auth import hash_key
+from gateway.tools.fake_upstream import FakeUpstream
 from tests.support.gateway_process import GatewayProcess, process_config
 from tests.support.prom import sample
 from tests.support.redis_server import RedisServer

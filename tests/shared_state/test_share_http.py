@@ -6,8 +6,8 @@ import time
 
 import httpx
 
-from gateway.fake_upstream import FakeUpstream
 from gateway.shared_state.share import SharedShareController
+from gateway.tools.fake_upstream import FakeUpstream
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import running_gateway, upstream_settings
 from tests.support.prom import sample

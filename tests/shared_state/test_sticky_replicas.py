@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from gateway.fake_upstream import FakeUpstream, Reply
+from gateway.tools.fake_upstream import FakeUpstream, Reply
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import running_gateway, upstream_settings
 from tests.support.redis_server import RedisServer

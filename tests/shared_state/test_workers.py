@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from gateway.fake_upstream import FakeUpstream, Reply
+from gateway.tools.fake_upstream import FakeUpstream, Reply
 from tests.support.gateway_process import GatewayProcess, process_config
 from tests.support.prom import sample
 

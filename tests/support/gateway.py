@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from gateway.app import create_app
-from gateway.fake_upstream import ServerThread
 from gateway.http.connection_limits import server_options
 from gateway.settings import Settings
+from gateway.tools.fake_upstream import ServerThread
 from tests.support.doubles import FixedRouter
 
 SMALL_MODEL = "gpt-4o-mini"

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.fake_upstream import FakeUpstream
+from gateway.tools.fake_upstream import FakeUpstream
 from tests.support.gateway import LARGE_MODEL, SMALL_MODEL
 from tests.support.prom import sample
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
-from gateway.fake_upstream import completion
+from gateway.tools.fake_upstream import completion
 
 # handler(index of the connection, request body, writer); the connection is closed after it returns.
 Handler = Callable[[int, bytes, asyncio.StreamWriter], Awaitable[None]]

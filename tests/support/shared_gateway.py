@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.fake_upstream import FakeUpstream, ServerThread
+from gateway.tools.fake_upstream import FakeUpstream, ServerThread
 from tests.support.doubles import FixedRouter
 from tests.support.gateway import running_gateway, upstream_settings
 

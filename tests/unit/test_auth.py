@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.auth import ANONYMOUS, Authenticator, hash_key, load_keys, new_key
+from gateway.admission.auth import ANONYMOUS, Authenticator, hash_key, load_keys, new_key
 from gateway.cli import main
 from gateway.errors import AuthenticationError, PermissionDeniedError
 from gateway.settings import ApiKeySettings, AuthSettings, ConfigError

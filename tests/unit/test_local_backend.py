@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from gateway.backends import local_models
-from gateway.backends.local_generation import (
+from gateway.backends.local import models as local_models
+from gateway.backends.local.generation import (
     SamplingParams,
     StopText,
     generation_config,
     make_generator,
     sampling_processors,
 )
-from gateway.backends.local_models import Builtin, builtin_gguf, concatenate_parts, resolve_model_dir
-from gateway.backends.local_request import Shaper, parse_request
+from gateway.backends.local.models import Builtin, builtin_gguf, concatenate_parts, resolve_model_dir
+from gateway.backends.local.request import Shaper, parse_request
 from gateway.backends.requirements import check_backend_requirements
 from gateway.errors import InvalidRequestError
 from gateway.settings import ConfigError, LocalBackend, Settings

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from gateway.backends.local_request import parse_request
-from gateway.backends.local_tools import ToolCall, ToolCallText, split_answer, supports_tools, template_message
-from gateway.backends.transformers_local import ToolDeltas
+from gateway.backends.local.backend import ToolDeltas
+from gateway.backends.local.request import parse_request
+from gateway.backends.local.tools import ToolCall, ToolCallText, split_answer, supports_tools, template_message
 from gateway.settings import LocalBackend
 
 NAMES = {"get_weather"}

@@ -10,11 +10,11 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gateway.accounting import Accountant, RequestOutcome
-from gateway.metric_family import Family
-from gateway.metrics import FAMILIES, GatewayMetrics
-from gateway.pricing import PriceTable
 from gateway.decisions import RouteDecider
+from gateway.pricing import PriceTable
 from gateway.settings import Price, Settings
+from gateway.telemetry.family import Family
+from gateway.telemetry.metrics import FAMILIES, GatewayMetrics
 from routers.base import RouteDecision
 from tests.support.doubles import FixedRouter
 from tests.support.prom import families, sample

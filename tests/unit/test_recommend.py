@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from routers.cli import main
-from routers.data import Example
+from routers.training.data import Example
 from routers.training.recommend import operating_points, recommend
 
 HARD, EASY = 30, 70  # the small model fails 30 of 100 prompts; the large model answers all of them

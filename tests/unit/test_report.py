@@ -11,7 +11,7 @@ import pytest
 
 from gateway.cli import build_parser, main
 from gateway.pricing import PriceTable
-from gateway.report import (
+from gateway.tools.report import (
     bucket_quantile,
     days_from_log,
     period_from_metrics,
@@ -69,7 +69,7 @@ def test_cli_prints_days_total_and_projection(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_report_reads_the_log_the_gateway_writes(tmp_path: Path) -> None:
-    from gateway.request_log import RequestLog
+    from gateway.telemetry.request_log import RequestLog
 
     log = RequestLog(tmp_path / "r.jsonl")
     _, accountant = make()

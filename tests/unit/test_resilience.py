@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 
 from gateway.accounting import RequestOutcome
-from gateway.auth import Principal
+from gateway.admission.auth import Principal
+from gateway.admission.limits import Bulkhead, MemoryRateLimiter, Rule, check_max_tokens, check_request, message_chars
+from gateway.backends.failures import CircuitBreaker, failure_category, retry_after_seconds
+from gateway.backends.resilience import Resilience
 from gateway.errors import (
     BackendOverloadedError,
     InvalidRequestError,
@@ -18,9 +21,6 @@ from gateway.errors import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
-from gateway.failures import CircuitBreaker, failure_category, retry_after_seconds
-from gateway.limits import Bulkhead, MemoryRateLimiter, Rule, check_max_tokens, check_request, message_chars
-from gateway.resilience import Resilience
 from gateway.settings import BreakerSettings, LimitSettings, Settings
 from routers.base import RouteDecision
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from routers.data import Example
 from routers.training.adapt import CANDIDATES, Candidate, Encoded, apgr, cross_validate, fit_adapter
 from routers.training.adapter import Adapter, Neighbours, layer_norm, unit
+from routers.training.data import Example
 
 WIDTH = 24
 

@@ -12,7 +12,7 @@ from transformers import BertConfig, BertModel
 from routers.checkpoint import load_checkpoint, save_checkpoint, trainable_names
 from routers.classifier import EncoderScorer, probabilities
 from routers.errors import ClassifierError
-from routers.train import freeze_lower
+from routers.training.train import freeze_lower
 from tests.support.tiny_encoder import build_tiny_encoder
 
 

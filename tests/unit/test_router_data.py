@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from routers.data import (
+from routers.training.data import (
     DataError,
     Example,
     assign_split,

@@ -13,9 +13,9 @@ from routers.artifacts import ONNX_FILE, TOKENIZER_FILE, builtin_dir, read_metad
 from routers.classifier import EncoderScorer
 from routers.errors import ClassifierError
 from routers.onnx_classifier import OnnxScorer
-from routers.onnx_export import export_onnx
 from routers.registry import build_router
 from routers.runtime import choose_runtime, load_scorer
+from routers.training.onnx_export import export_onnx
 from tests.conftest import SHARED_DATA
 from tests.support.tiny_encoder import build_tiny_encoder
 
@@ -129,7 +129,7 @@ def test_default_onnx_scores_match_torch_on_builtin_prompts() -> None:
 def test_default_onnx_scores_match_torch_on_a_shared_data_sample() -> None:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared routing data not found at {SHARED_DATA}")
-    from routers.data import load_data, select
+    from routers.training.data import load_data, select
 
     examples = load_data(SHARED_DATA)
     sample = [e.text for split in ("val-random", "val-subject", "val-arena") for e in select(examples, split, 0)[:60]]

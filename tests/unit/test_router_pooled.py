@@ -10,11 +10,11 @@ import torch
 
 from routers.checkpoint import HEAD_FILE, save_pooled_checkpoint, truncated_encoder
 from routers.classifier import EncoderScorer
-from routers.data import Example
 from routers.errors import ClassifierError
 from routers.pooled import HeadSpec, MLPHead, PooledClassifier, mean_pool
-from routers.train import TrainConfig
-from routers.train_head import embed, fit_head
+from routers.training.data import Example
+from routers.training.train import TrainConfig
+from routers.training.train_head import embed, fit_head
 from tests.support.tiny_encoder import build_tiny_encoder
 
 SPEC = HeadSpec(hidden=8, members=3)

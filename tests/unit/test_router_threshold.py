@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from routers.base import decide
-from routers.calibrate import calibration_table
-from routers.evaluate import curve, oracle_curve, random_curve
 from routers.threshold import ShareController, realised_share, threshold_for_share
+from routers.training.calibrate import calibration_table
+from routers.training.evaluate import curve, oracle_curve, random_curve
 
 
 def test_threshold_for_share_sends_that_share_large() -> None:

@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from gateway.api import error_response, json_response
 from gateway.errors import GatewayError, ModelNotFoundError
-from gateway.forwarded import ForwardedEndpoint
+from gateway.http.api import error_response, json_response
+from gateway.http.forwarded import ForwardedEndpoint
 from gateway.responses.handler import build_responses_api
 from gateway.state import GatewayState
 

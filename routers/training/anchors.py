@@ -11,7 +11,7 @@ used for evaluation.
 
 from __future__ import annotations
 
-from routers.data import Example
+from routers.training.data import Example
 
 EASY_CHAT: tuple[str, ...] = (
     "hello",

@@ -11,9 +11,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.accounting import Accountant, RequestOutcome
-from gateway.auth import ANONYMOUS, Authenticator, Principal
-from gateway.errors import AuthenticationError, GatewayError
-from gateway.limits import (
+from gateway.admission.auth import ANONYMOUS, Authenticator, Principal
+from gateway.admission.limits import (
     MemoryRateLimiter,
     RateCharge,
     RateLimiter,
@@ -22,8 +21,9 @@ from gateway.limits import (
     estimate_tokens,
     rate_limited,
 )
-from gateway.log_context import REQUEST_ID, request_id
+from gateway.errors import AuthenticationError, GatewayError
 from gateway.settings import Settings
+from gateway.telemetry.log_context import REQUEST_ID, request_id
 
 log = logging.getLogger("tiergate.guard")
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from routers.base import Scorer
-from routers.calibrate import score_texts
-from routers.data import SPLITS, Example, SplitName, load_data, select
-from routers.evaluate import Curve, curve, oracle_curve, plot, random_curve, summary, table
 from routers.runtime import RuntimeChoice, load_scorer
+from routers.training.calibrate import score_texts
+from routers.training.data import SPLITS, Example, SplitName, load_data, select
+from routers.training.evaluate import Curve, curve, oracle_curve, plot, random_curve, summary, table
 
 DATASET_SPLITS: dict[str, str] = {
     "val-random": "MMLU, random held-out rows",

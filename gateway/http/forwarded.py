@@ -10,17 +10,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.accounting import RequestOutcome
-from gateway.api import cost_headers, decision_headers, json_response, one_outcome, read_body, stream_events
+from gateway.admission.guard import principal_of
 from gateway.backends.base import Backend
 from gateway.backends.forwarding import Forwarding
+from gateway.backends.resilience import prime
 from gateway.errors import GatewayError, InvalidRequestError, ModelNotFoundError
-from gateway.guard import principal_of
-from gateway.log_context import request_id
+from gateway.http.api import cost_headers, decision_headers, json_response, one_outcome, read_body, stream_events
+from gateway.http.sse import SSEResponse
 from gateway.protocol import parse_body
-from gateway.resilience import prime
 from gateway.settings import OpenAIBackend
-from gateway.sse import SSEResponse
 from gateway.state import GatewayState
+from gateway.telemetry.log_context import request_id
 from routers.base import RouteDecision, Tier
 
 Kind = Literal["embeddings", "completions"]

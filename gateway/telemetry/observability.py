@@ -9,10 +9,10 @@ from fastapi import APIRouter
 
 from gateway.accounting import Accountant
 from gateway.decisions import DEFAULT_THRESHOLD, RouteDecider
-from gateway.metrics import GatewayMetrics, metrics_api
 from gateway.pricing import PriceTable
-from gateway.request_log import RequestLog
 from gateway.settings import Settings
+from gateway.telemetry.metrics import GatewayMetrics, metrics_api
+from gateway.telemetry.request_log import RequestLog
 
 log = logging.getLogger("tiergate")
 

@@ -12,9 +12,9 @@ from torch import nn
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from routers.data import Example, label_of
 from routers.pooled import HeadSpec, MLPHead, PooledClassifier, mean_pool
-from routers.train import TrainConfig, dev_apgr, seed_everything
+from routers.training.data import Example, label_of
+from routers.training.train import TrainConfig, dev_apgr, seed_everything
 
 HEAD_BATCH = 256  # rows per optimiser step: the features are small, so larger batches than fine-tuning
 

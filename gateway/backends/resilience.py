@@ -10,13 +10,13 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from gateway.accounting import RequestOutcome
+from gateway.admission.limits import Bulkhead, check_max_tokens
 from gateway.backends.base import Backend, ChatObject, close_iterator
+from gateway.backends.failures import BREAKER_CATEGORIES, CircuitBreaker, failure_category, retry_after_seconds
 from gateway.errors import GatewayError, PermissionDeniedError, UpstreamError, UpstreamStatusError
-from gateway.failures import BREAKER_CATEGORIES, CircuitBreaker, failure_category, retry_after_seconds
-from gateway.limits import Bulkhead, check_max_tokens
-from gateway.log_context import upstream_secrets
 from gateway.redaction import Redactor
 from gateway.settings import OpenAIBackend, Settings
+from gateway.telemetry.log_context import upstream_secrets
 from routers.base import RouteDecision, Tier
 
 log = logging.getLogger("tiergate.resilience")

@@ -201,7 +201,7 @@ def export_onnx(checkpoint: str | Path, out_dir: Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m routers.onnx_export [CHECKPOINT]``: export ``builtin`` or a checkpoint directory in place."""
+    """``python -m routers.training.onnx_export [CHECKPOINT]``: export ``builtin`` or a checkpoint in place."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv

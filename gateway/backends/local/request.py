@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.backends.base import ChatBody, ChatObject
-from gateway.backends.local_generation import SamplingParams
+from gateway.backends.local.generation import SamplingParams
 from gateway.errors import InvalidRequestError
 from gateway.settings import LocalBackend
 

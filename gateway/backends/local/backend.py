@@ -13,17 +13,17 @@ from typing import Any
 from jinja2 import TemplateError
 
 from gateway.backends.base import ChatBody, ChatObject
-from gateway.backends.local_generation import Generation, decode, make_generator
-from gateway.backends.local_models import LOAD_LOCK, resolve_model_dir
-from gateway.backends.local_request import LocalRequest, Shaper, message, parse_request, too_long
-from gateway.backends.local_structured import (
+from gateway.backends.local.generation import Generation, decode, make_generator
+from gateway.backends.local.models import LOAD_LOCK, resolve_model_dir
+from gateway.backends.local.request import LocalRequest, Shaper, message, parse_request, too_long
+from gateway.backends.local.structured import (
     GrammarConstraint,
     GrammarTokenizer,
     available,
     json_grammar,
     tool_call_grammar,
 )
-from gateway.backends.local_tools import (
+from gateway.backends.local.tools import (
     CLOSE,
     OPEN,
     ToolCall,

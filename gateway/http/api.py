@@ -15,16 +15,16 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.accounting import Accountant, RequestOutcome
+from gateway.admission.guard import principal_of
 from gateway.backends.base import ChatObject, close_iterator
 from gateway.errors import ClientDisconnectedError, GatewayError, PayloadTooLargeError, UpstreamError
-from gateway.guard import principal_of
 from gateway.http.origin import require_json
-from gateway.log_context import request_id
+from gateway.http.sse import DONE, SSEResponse, error_events, event
 from gateway.pricing import format_usd
 from gateway.protocol import parse_body
 from gateway.service import ChatStream
-from gateway.sse import DONE, SSEResponse, error_events, event
 from gateway.state import GatewayState
+from gateway.telemetry.log_context import request_id
 from routers.base import RouteDecision
 
 JSON = "application/json"
@@ -178,7 +178,7 @@ async def readyz(request: Request) -> Response:
 
 def chat_route() -> Route:
     """A plain Starlette route: FastAPI's parameter and dependency machinery costs about a quarter of the
-    gateway's CPU per request, and this endpoint reads its body itself. Its schema is in gateway.openapi."""
+    gateway's CPU per request, and this endpoint reads its body itself. Its schema is in gateway.http.openapi."""
     return Route("/v1/chat/completions", ChatCompletions(), methods=["POST"])
 
 

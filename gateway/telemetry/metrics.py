@@ -14,8 +14,8 @@ from starlette.responses import Response
 
 from gateway.accounting import OUTCOMES, Accountant, RequestOutcome
 from gateway.decisions import RouteDecider
-from gateway.metric_catalog import FAMILIES, SPECS
-from gateway.metric_family import CounterChild, Family, HistogramChild, gauge
+from gateway.telemetry.catalog import FAMILIES, SPECS
+from gateway.telemetry.family import CounterChild, Family, HistogramChild, gauge
 from routers.base import TIERS, Reason
 
 NONE = "none"  # label value for "not known": a request rejected before a tier was chosen

@@ -10,8 +10,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from routers.base import Scorer
-from routers.data import DataError, load_data, text_of
 from routers.threshold import threshold_for_share
+from routers.training.data import DataError, load_data, text_of
 
 TABLE_SHARES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 

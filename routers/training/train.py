@@ -15,8 +15,8 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.masking_utils import create_bidirectional_mask
 
-from routers.data import Example, LabelName, label_of
-from routers.evaluate import curve
+from routers.training.data import Example, LabelName, label_of
+from routers.training.evaluate import curve
 
 HeadKind = Literal["mean-mlp", "classifier"]
 

@@ -1,0 +1,1 @@
+"""The in-process model tier: loading, generation, structured output and tools."""
