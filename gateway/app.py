@@ -25,7 +25,7 @@ from gateway.guard import Guard, GuardMiddleware
 from gateway.http.origin import HostCheckMiddleware, allowed_hosts
 from gateway.learning.feedback import feedback_api
 from gateway.learning.loop import build_learning
-from gateway.observability import Observability, share_controller
+from gateway.observability import Observability
 from gateway.openapi import install_openapi
 from gateway.service import ChatService
 from gateway.settings import Settings
@@ -33,6 +33,7 @@ from gateway.shared_state.wiring import SharedState
 from gateway.state import GatewayState
 from gateway.surface import build_surface_api
 from routers.base import Router, Tier
+from routers.threshold import share_controller_from
 
 log = logging.getLogger("tiergate")
 
@@ -62,8 +63,10 @@ def create_app(
         check_backend_requirements(settings)  # a missing key or model directory stops the start, named
     chosen_backends = backends or {tier: build_backend(tier, cfg) for tier, cfg in settings.tiers.items()}
     shared = SharedState(settings)  # per-key limits, budgets, pins, share window: in memory or in Redis
-    service = ChatService(settings, chosen_backends, chosen_router,
-                          shared.share_controller() or share_controller(settings))
+    routing = settings.routing
+    share = shared.share_controller() or share_controller_from(  # in Redis, else in-process, else None
+        routing.target_large_share, routing.share_window, routing.threshold)
+    service = ChatService(settings, chosen_backends, chosen_router, share)
     state = GatewayState(settings, chosen_backends, chosen_router, service, Accountant(sinks),
                          guard=Guard(settings, limiter=shared.limiter), shared=shared)
     observability = Observability(state)  # prices, the metrics sink, the request log; GET /metrics

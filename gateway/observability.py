@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import APIRouter
 
 from gateway.metrics import GatewayMetrics, metrics_api
 from gateway.pricing import PriceTable
 from gateway.request_log import RequestLog
-from gateway.service import DEFAULT_THRESHOLD
-from gateway.settings import Settings
 from gateway.state import GatewayState
 
 log = logging.getLogger("tiergate")
@@ -45,14 +42,3 @@ class Observability:
     def close(self) -> None:
         if self.request_log is not None:
             self.request_log.close()
-
-
-def share_controller(settings: Settings) -> Any | None:
-    """The online threshold controller (``routers.threshold``) when ``routing.target_large_share`` is set."""
-    routing = settings.routing
-    if routing.target_large_share is None:
-        return None
-    from routers.threshold import ShareController
-
-    initial = routing.threshold if routing.threshold is not None else DEFAULT_THRESHOLD
-    return ShareController(target=routing.target_large_share, window=routing.share_window, initial_threshold=initial)
