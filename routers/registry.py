@@ -14,14 +14,13 @@ from routers.options import ROUTER_DEFAULTS, ClassifierOptions, RouterOptions
 
 @dataclass(frozen=True, slots=True)
 class RouterKind:
-    """One kind of router: its name in ``routing.router``, what it does, and how it is built from options.
+    """One kind of router: its name in ``routing.router`` and how it is built from options.
 
     The defaults of every option live in :mod:`routers.options`; ``factory`` gets the kind's name (which the
     router reports as its ``name``) and the options, and reads the part it needs.
     """
 
     name: str
-    summary: str
     factory: Callable[[str, RouterOptions], Router]
 
     def build(self, options: RouterOptions = ROUTER_DEFAULTS) -> Router:
@@ -48,11 +47,10 @@ def _classifier(name: str, options: RouterOptions) -> Router:
 
 
 KINDS: tuple[RouterKind, ...] = (
-    RouterKind("classifier", "the encoder classifier: P(large needed) against the threshold", _classifier),
-    RouterKind("random", "a seeded uniform score: the baseline any router must beat",
-               lambda name, options: RandomRouter(name, options.seed)),
-    RouterKind("always-small", "every request to the small tier", lambda name, _: ConstantRouter(name, "small")),
-    RouterKind("always-large", "every request to the large tier", lambda name, _: ConstantRouter(name, "large")),
+    RouterKind("classifier", _classifier),  # the encoder classifier: P(large needed) against the threshold
+    RouterKind("random", lambda name, options: RandomRouter(name, options.seed)),  # the baseline to beat
+    RouterKind("always-small", lambda name, _: ConstantRouter(name, "small")),
+    RouterKind("always-large", lambda name, _: ConstantRouter(name, "large")),
 )
 ROUTERS: Mapping[str, RouterKind] = MappingProxyType({kind.name: kind for kind in KINDS})
 ROUTER_NAMES: tuple[str, ...] = tuple(ROUTERS)
