@@ -34,8 +34,9 @@ from gateway.settings import Settings
 from gateway.shared_state.wiring import SharedState
 from gateway.state import GatewayState
 from gateway.telemetry import log_context
-from gateway.telemetry.observability import Observability, share_controller
+from gateway.telemetry.observability import Observability
 from routers.base import Router, Tier
+from routers.threshold import share_controller_from
 
 log = logging.getLogger("tiergate")
 
@@ -65,8 +66,10 @@ def create_app(
         check_backend_requirements(settings)  # a missing key or model directory stops the start, named
     chosen_backends = backends or {tier: build_backend(tier, cfg) for tier, cfg in settings.tiers.items()}
     shared = SharedState(settings)  # per-key limits, budgets, pins, share window: in memory or in Redis
-    decider = RouteDecider(settings, chosen_backends, chosen_router,
-                           shared.share_controller() or share_controller(settings))
+    routing = settings.routing
+    share = shared.share_controller() or share_controller_from(  # in Redis, else in-process, else None
+        routing.target_large_share, routing.share_window, routing.threshold)
+    decider = RouteDecider(settings, chosen_backends, chosen_router, share)
     steering = Steering(settings, decider, shared.pins)
     # A fallback must not hand a request to a tier that cannot serve it either.
     resilience = Resilience(settings, chosen_backends, fallback_check=steering.check_fallback)

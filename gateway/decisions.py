@@ -13,13 +13,13 @@ from gateway.backends.base import Backend
 from gateway.backends.failures import CircuitBreaker
 from gateway.errors import InvalidRequestError, ModelNotFoundError
 from gateway.settings import Settings
-from routers.base import RouteDecision, Router, Tier, decide
+from routers.base import RouteDecision, Router, Tier
 from routers.errors import ClassifierOverloadedError
 from routers.features import routing_text
 from routers.swap import SwappableRouter
+from routers.threshold import first_threshold
 
 THRESHOLD_HEADER = "x-tiergate-threshold"
-DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +38,6 @@ def parse_threshold(value: str, param: str) -> float:
     if not 0.0 <= threshold <= 1.0:
         raise InvalidRequestError(f"threshold must be a number between 0 and 1, got {value!r}", param=param)
     return threshold
-
-
-def configured_threshold(router: Router) -> float:
-    """The router's own recommended threshold (a trained checkpoint's calibration), else 0.5."""
-    value = getattr(router, "recommended_threshold", None)  # a property on routers.batcher.BatchingRouter
-    if callable(value):
-        value = value()
-    return float(value) if isinstance(value, int | float) else DEFAULT_THRESHOLD
 
 
 class ModelTable:
@@ -85,9 +77,8 @@ class RouteDecider:
             return float(self.share_controller.threshold())
         if isinstance(self.router, SwappableRouter) and self.router.promoted_threshold is not None:
             return self.router.promoted_threshold  # re-derived at promotion for the same large share
-        if self.routing.threshold is not None:
-            return self.routing.threshold
-        return configured_threshold(self.router)
+        # The settings' threshold, else the router's own (a trained checkpoint's calibration), else the default.
+        return first_threshold(self.routing.threshold, self.router.recommended_threshold)
 
     async def decide(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome) -> RouteDecision:
         target = self.models.resolve(body["model"])
@@ -126,9 +117,4 @@ class RouteDecider:
             outcome.routing_seconds = time.perf_counter() - started
         if self.share_controller is not None and not overridden:
             self.share_controller.observe(score)
-        if self.router.name in ("always-small", "always-large"):
-            return RouteDecision("large" if score >= 0.5 else "small", "fixed", score, threshold)
-        decision = decide(score, threshold, checkpoint)
-        if self.router.name == "random":
-            return RouteDecision(decision.tier, "random", score, threshold)
-        return decision
+        return self.router.decide(score, threshold, checkpoint)  # a baseline names its own reason

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from routers.base import Tier
+from routers.options import CLASSIFIER_DEFAULTS, RuntimeChoice
+from routers.registry import DEFAULT_ROUTER, router_kind
 
 ENV_PREFIX = "TIERGATE_"
 # Environment variables with our prefix that are not settings keys.
@@ -102,21 +104,22 @@ BackendSettings = Annotated[OpenAIBackend | LocalBackend, Field(discriminator="k
 
 
 class ClassifierSettings(Strict):
-    path: str = "builtin"  # "builtin" = the shipped default router; else a checkpoint directory
-    max_length: int = Field(256, ge=8, le=512)
-    max_batch: int = Field(32, ge=1)
-    batch_wait_ms: float = Field(2.0, ge=0)
-    queue_size: int = Field(512, ge=1)
-    cache_size: int = Field(10_000, ge=0)
-    threads: int = Field(2, ge=1)
-    timeout_s: float = Field(2.0, gt=0)
-    # auto: ONNX Runtime where the checkpoint has an ONNX export (no torch imported), else torch (logged).
-    runtime: Literal["auto", "onnx", "torch"] = "auto"
+    """The fields of ``routers.options.ClassifierOptions`` (what each means, and its default), with bounds."""
+
+    path: str = CLASSIFIER_DEFAULTS.path
+    max_length: int = Field(CLASSIFIER_DEFAULTS.max_length, ge=8, le=512)
+    max_batch: int = Field(CLASSIFIER_DEFAULTS.max_batch, ge=1)
+    batch_wait_ms: float = Field(CLASSIFIER_DEFAULTS.batch_wait_ms, ge=0)
+    queue_size: int = Field(CLASSIFIER_DEFAULTS.queue_size, ge=1)
+    cache_size: int = Field(CLASSIFIER_DEFAULTS.cache_size, ge=0)
+    threads: int = Field(CLASSIFIER_DEFAULTS.threads, ge=1)
+    timeout_s: float = Field(CLASSIFIER_DEFAULTS.timeout_s, gt=0)
+    runtime: RuntimeChoice = CLASSIFIER_DEFAULTS.runtime
 
 
 class RoutingSettings(Strict):
-    router: Literal["classifier", "random", "always-small", "always-large"] = "classifier"
-    # None: the threshold the classifier checkpoint recommends (its metadata), or 0.5 for the baseline routers.
+    router: str = DEFAULT_ROUTER  # one of routers.registry.ROUTER_NAMES
+    # None: the threshold the router recommends (a classifier checkpoint's metadata), else 0.5 (routers.base).
     threshold: float | None = Field(None, ge=0, le=1)
     aliases: list[str] = ["tiergate-auto"]
     fail_safe_tier: Tier = "large"
@@ -125,6 +128,12 @@ class RoutingSettings(Strict):
     share_window: int = Field(1000, ge=10)
     seed: int | None = None  # for the random router
     classifier: ClassifierSettings = ClassifierSettings()
+
+    @field_validator("router")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        router_kind(name)  # a ValueError naming every registered router
+        return name
 
 
 class ServerSettings(Strict):

@@ -35,6 +35,9 @@ class RouteDecision:
     router: str | None = None  # the checkpoint that scored the request (routers.swap.checkpoint_name)
 
 
+DEFAULT_THRESHOLD = 0.5  # the shared rule's threshold when neither the settings nor the router set one
+
+
 def decide(score: float, threshold: float, router: str | None = None) -> RouteDecision:
     """The one shared rule: ``score >= threshold`` goes to the large tier."""
     if score >= threshold:
@@ -48,12 +51,18 @@ class Scorer(Protocol):
 
     def score_batch(self, texts: Sequence[str]) -> list[float]: ...
 
+    @property
+    def recommended_threshold(self) -> float | None:
+        """The threshold the checkpoint was calibrated for (its ``metadata.json``); None if it has none."""
+
 
 class Router(Protocol):
-    """Async routing policy: the text a request should be judged by -> a score in [0, 1].
+    """Async routing policy: the text a request should be judged by -> a score in [0, 1] -> a decision.
 
-    ``threshold`` is applied by the caller through :func:`decide`, so per-request overrides and the online
-    share controller work the same for every router.
+    The caller picks the threshold (per-request override, the online share controller, settings, else
+    :attr:`recommended_threshold`) and hands it to :meth:`decide`, so every router is steered the same way;
+    a router that scores (the classifier) applies the shared rule :func:`decide` there, a baseline names its
+    own reason. Routers are built by name in :mod:`routers.registry`.
     """
 
     name: str
@@ -65,3 +74,10 @@ class Router(Protocol):
     async def aclose(self) -> None: ...
 
     def ready(self) -> bool: ...
+
+    @property
+    def recommended_threshold(self) -> float | None:
+        """This router's own threshold (a trained checkpoint's calibration); None: the caller's default."""
+
+    def decide(self, score: float, threshold: float, checkpoint: str | None = None) -> RouteDecision:
+        """The decision for ``score`` at ``threshold``; ``checkpoint`` names what scored it, when known."""

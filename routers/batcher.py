@@ -83,8 +83,7 @@ class BatchingRouter:
     @property
     def recommended_threshold(self) -> float | None:
         """The checkpoint's recommended threshold (``metadata.json``), once started; None if it has none."""
-        value = getattr(self._scorer, "recommended_threshold", None)
-        return float(value) if isinstance(value, int | float) else None
+        return self._scorer.recommended_threshold if self._scorer is not None else None
 
     def queue_depth(self) -> int:
         return self._queue.qsize()

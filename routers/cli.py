@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from routers.options import CLASSIFIER_DEFAULTS, RUNTIMES
 from routers.training.data import LABELS, SPLITS
 
 
@@ -177,11 +178,13 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="builtin", help="checkpoint directory, or 'builtin' (default)")
+    defaults = CLASSIFIER_DEFAULTS
+    parser.add_argument("--model", default=defaults.path, help=f"checkpoint directory (default {defaults.path!r})")
     parser.add_argument("--max-length", type=int, default=0, help="token cap (default: the checkpoint's)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--threads", type=int, default=defaults.threads,
+                        help=f"CPU threads of the scoring runtime (default {defaults.threads})")
     parser.add_argument(
-        "--runtime", choices=("auto", "onnx", "torch"), default="auto", help="auto: onnx where exported, else torch"
+        "--runtime", choices=RUNTIMES, default=defaults.runtime, help="auto: onnx where exported, else torch"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

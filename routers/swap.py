@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from routers.base import Scorer
+from routers.base import RouteDecision, Scorer, decide
 from routers.batcher import BatchingRouter
 from routers.errors import ClassifierError, ClassifierNotReadyError
+from routers.options import CLASSIFIER_DEFAULTS, ClassifierOptions
 from routers.threshold import realised_share, threshold_for_share
 
 MIN_RECENT = 50  # fewer recent texts than this: the new checkpoint's own recommended threshold is used
@@ -47,14 +48,17 @@ class Promotion:
 
 
 class SwappableRouter:
-    """Implements :class:`routers.base.Router` over one :class:`BatchingRouter` at a time, replaceable live."""
+    """Implements :class:`routers.base.Router` over one :class:`BatchingRouter` at a time, replaceable live.
 
-    name = "classifier"
+    ``options`` gives the batching (its ``path`` is not read: the checkpoint is ``path``, and a promotion changes it).
+    """
 
     def __init__(self, path: str, build: Callable[[str], Callable[[], Scorer]], *,
-                 batching: dict[str, float] | None = None, recent: int = 1000) -> None:
+                 options: ClassifierOptions = CLASSIFIER_DEFAULTS, name: str = "classifier",
+                 recent: int = 1000) -> None:
+        self.name = name
         self._build = build
-        self._batching = batching or {}
+        self._options = options
         self._path = path
         self._current = self._router(path)
         self.checkpoint = checkpoint_name(path) if Path(path).exists() or path == "builtin" else path
@@ -63,14 +67,14 @@ class SwappableRouter:
         self._lock = asyncio.Lock()
 
     def _router(self, path: str) -> BatchingRouter:
-        options = self._batching
+        options = self._options
         return BatchingRouter(
             self._build(path),
-            name="classifier",
-            max_batch=int(options.get("max_batch", 32)),
-            batch_wait_ms=float(options.get("batch_wait_ms", 2.0)),
-            queue_size=int(options.get("queue_size", 512)),
-            cache_size=int(options.get("cache_size", 10_000)),
+            name=self.name,
+            max_batch=options.max_batch,
+            batch_wait_ms=options.batch_wait_ms,
+            queue_size=options.queue_size,
+            cache_size=options.cache_size,
         )
 
     @property
@@ -96,6 +100,9 @@ class SwappableRouter:
         if self.promoted_threshold is not None:
             return self.promoted_threshold
         return self._current.recommended_threshold
+
+    def decide(self, score: float, threshold: float, checkpoint: str | None = None) -> RouteDecision:
+        return decide(score, threshold, checkpoint)
 
     async def score(self, text: str) -> float:
         return (await self.score_named(text))[0]

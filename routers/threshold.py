@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from routers.base import DEFAULT_THRESHOLD
+
 
 def threshold_for_share(scores: Sequence[float], share: float) -> float:
     """The threshold at which ``score >= threshold`` sends ``share`` of these scores to the large tier.
@@ -46,7 +48,7 @@ class ShareController:
     stationary and shifted beta-distributed streams). Single-threaded: call it from the event loop.
     """
 
-    def __init__(self, target: float, window: int = 1000, initial_threshold: float = 0.5) -> None:
+    def __init__(self, target: float, window: int = 1000, initial_threshold: float = DEFAULT_THRESHOLD) -> None:
         if not 0.0 <= target <= 1.0:
             raise ValueError(f"target share must be in [0, 1], got {target}")
         if window < 10:
@@ -87,3 +89,19 @@ class ShareController:
     def realised_share(self) -> float:
         """Share of the window's decisions that went large (0.0 before any request)."""
         return self._large / len(self._decisions) if self._decisions else 0.0
+
+
+def first_threshold(*candidates: float | None) -> float:
+    """The first threshold that is set (settings before a router's recommendation), else ``DEFAULT_THRESHOLD``."""
+    return next((value for value in candidates if value is not None), DEFAULT_THRESHOLD)
+
+
+def share_controller_from(target_large_share: float | None, window: int,
+                          threshold: float | None = None) -> ShareController | None:
+    """The in-process controller when a target large share is set (``routing.target_large_share``), else None.
+
+    ``threshold`` (``routing.threshold``) is applied until the window holds enough scores to steer by.
+    """
+    if target_large_share is None:
+        return None
+    return ShareController(target_large_share, window, first_threshold(threshold))

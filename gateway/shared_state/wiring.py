@@ -14,7 +14,6 @@ from gateway.accounting import RequestOutcome
 from gateway.admission.auth import load_keys
 from gateway.admission.guard import principal_of
 from gateway.admission.limits import MemoryRateLimiter, RateLimiter
-from gateway.decisions import DEFAULT_THRESHOLD
 from gateway.pricing import PriceTable
 from gateway.settings import Settings
 from gateway.shared_state.base import PinStore, Shield
@@ -26,6 +25,7 @@ from gateway.shared_state.redis_client import connect
 from gateway.shared_state.share import SharedShareController
 from gateway.shared_state.spend import MemorySpendStore, RedisSpendStore
 from routers.base import RouteDecision
+from routers.threshold import first_threshold
 
 log = logging.getLogger("tiergate.shared_state")
 
@@ -69,10 +69,9 @@ class SharedState:
         routing = self.settings.routing
         if self.redis is None or self.shield is None or routing.target_large_share is None:
             return None
-        initial_threshold = routing.threshold if routing.threshold is not None else DEFAULT_THRESHOLD
         self.share = SharedShareController(
             self.redis, self.shield, self.settings.state.key_prefix, routing.target_large_share,
-            routing.share_window, initial_threshold, self.settings.state.share_sync_s)
+            routing.share_window, first_threshold(routing.threshold), self.settings.state.share_sync_s)
         return self.share
 
     async def check_budget(self, body: dict[str, Any], outcome: RequestOutcome,

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import APIRouter
 
 from gateway.accounting import Accountant
-from gateway.decisions import DEFAULT_THRESHOLD, RouteDecider
+from gateway.decisions import RouteDecider
 from gateway.pricing import PriceTable
 from gateway.settings import Settings
 from gateway.telemetry.metrics import GatewayMetrics, metrics_api
@@ -45,14 +44,3 @@ class Observability:
     def close(self) -> None:
         if self.request_log is not None:
             self.request_log.close()
-
-
-def share_controller(settings: Settings) -> Any | None:
-    """The online threshold controller (``routers.threshold``) when ``routing.target_large_share`` is set."""
-    routing = settings.routing
-    if routing.target_large_share is None:
-        return None
-    from routers.threshold import ShareController
-
-    initial = routing.threshold if routing.threshold is not None else DEFAULT_THRESHOLD
-    return ShareController(target=routing.target_large_share, window=routing.share_window, initial_threshold=initial)

@@ -53,7 +53,7 @@ def encoder_layers(model: PreTrainedModel) -> nn.ModuleList:
     for path in ("encoder.layer", "transformer.layer"):
         module: Any = base
         for part in path.split("."):
-            module = getattr(module, part, None)
+            module = getattr(module, part, None)  # walks a dotted path of a transformers model: no contract of ours
         if isinstance(module, nn.ModuleList):
             return module
     raise ValueError(f"unsupported encoder architecture: {type(model).__name__}")
@@ -62,6 +62,7 @@ def encoder_layers(model: PreTrainedModel) -> nn.ModuleList:
 def head(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
     """The classifier's own pooling and head applied to final hidden states (as its ``forward`` does)."""
     modules: Any = model
+    # transformers architectures differ here (BERT has a pooler, DistilBERT has none): not a contract of ours.
     if getattr(model.base_model, "pooler", None) is not None:
         pooled = modules.base_model.pooler(hidden)
         return modules.classifier(modules.dropout(pooled))  # type: ignore[no-any-return]

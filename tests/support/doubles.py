@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from routers.base import RouteDecision, decide
+
 
 class FixedRouter:
     """Scores every text the same, or by the first keyword of ``by_keyword`` found in it."""
@@ -38,3 +40,10 @@ class FixedRouter:
 
     async def aclose(self) -> None:
         self.started = False
+
+    @property
+    def recommended_threshold(self) -> float | None:
+        return None
+
+    def decide(self, score: float, threshold: float, checkpoint: str | None = None) -> RouteDecision:
+        return decide(score, threshold, checkpoint)

@@ -19,6 +19,8 @@ from tests.support.tiny_encoder import build_tiny_encoder
 class RecordingScorer:
     """Scores by text length; records batch sizes and the threads it ran on."""
 
+    recommended_threshold: float | None = None
+
     def __init__(self, delay_s: float = 0.0, fail: bool = False) -> None:
         self.batches: list[int] = []
         self.threads: set[str] = set()

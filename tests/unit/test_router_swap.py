@@ -15,6 +15,8 @@ from routers.threshold import realised_share
 class LengthScorer:
     """Scores by text length: ``reverse`` ranks the other way round and on another scale."""
 
+    recommended_threshold: float | None = None
+
     def __init__(self, reverse: bool) -> None:
         self.reverse = reverse
 
