@@ -17,7 +17,7 @@ from routers.base import RouteDecision, Router, Tier
 from routers.errors import ClassifierOverloadedError
 from routers.features import routing_text
 from routers.swap import SwappableRouter
-from routers.threshold import first_threshold
+from routers.threshold import ShareController, first_threshold
 
 THRESHOLD_HEADER = "x-tiergate-threshold"
 
@@ -64,7 +64,7 @@ class RouteDecider:
     """Classify -> decide: the tier for one request, from its model name, the threshold and the router's score."""
 
     def __init__(self, settings: Settings, backends: dict[Tier, Backend], router: Router,
-                 share_controller: Any | None = None) -> None:
+                 share_controller: ShareController | None = None) -> None:
         self.routing = settings.routing
         self.backends = backends
         self.router = router
@@ -74,7 +74,7 @@ class RouteDecider:
 
     def base_threshold(self) -> float:
         if self.share_controller is not None:
-            return float(self.share_controller.threshold())
+            return self.share_controller.threshold()
         if isinstance(self.router, SwappableRouter) and self.router.promoted_threshold is not None:
             return self.router.promoted_threshold  # re-derived at promotion for the same large share
         # The settings' threshold, else the router's own (a trained checkpoint's calibration), else the default.
