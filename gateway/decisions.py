@@ -91,6 +91,16 @@ class RouteDecider:
         threshold = self.base_threshold() if threshold is None else threshold
         started = time.perf_counter()
         fail_safe = RouteDecision(self.routing.fail_safe_tier, "classifier_error", None, threshold)
+        if not self.router.reads_text:  # a baseline: no text to extract, no breaker or timeout to pay for
+            try:
+                score = await self.router.score("")
+            except Exception:
+                return fail_safe
+            finally:
+                outcome.routing_seconds = time.perf_counter() - started
+            if self.share_controller is not None and not overridden:
+                self.share_controller.observe(score)
+            return self.router.decide(score, threshold)
         try:
             # Outside the breaker: odd input must not let one client switch routing off for everyone.
             text = routing_text(body["messages"], include_system=self.routing.include_system_prompt)

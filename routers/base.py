@@ -66,6 +66,9 @@ class Router(Protocol):
     """
 
     name: str
+    # False for baselines that score without looking at the request: the caller then skips extracting the text,
+    # and the breaker and timeout that guard a real classifier.
+    reads_text: bool
 
     async def score(self, text: str) -> float: ...
 

@@ -9,7 +9,9 @@ from routers.errors import ClassifierNotReadyError
 
 
 class _Baseline:
-    """Start, stop and readiness of a router that loads nothing."""
+    """Start, stop and readiness of a router that loads nothing (and never reads the request)."""
+
+    reads_text = False
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -53,6 +53,8 @@ class SwappableRouter:
     ``options`` gives the batching (its ``path`` is not read: the checkpoint is ``path``, and a promotion changes it).
     """
 
+    reads_text = True
+
     def __init__(self, path: str, build: Callable[[str], Callable[[], Scorer]], *,
                  options: ClassifierOptions = CLASSIFIER_DEFAULTS, name: str = "classifier",
                  recent: int = 1000) -> None:

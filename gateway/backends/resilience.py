@@ -39,6 +39,8 @@ class Resilience:
         self.redact = Redactor(upstream_secrets(settings))
         # Raises when a fallback tier cannot serve the body (gateway.conversations.steering: capabilities).
         self.fallback_check = fallback_check
+        # Where each tier falls back to ("small->large"), from the settings once.
+        self.fallback_to: dict[str, str] = dict(d.split("->") for d in self.policy.fallback.directions)
         for tier, cfg in settings.tiers.items():
             if tier in backends and isinstance(cfg, OpenAIBackend):
                 wait = cfg.timeout.pool
@@ -58,8 +60,7 @@ class Resilience:
                 raise PermissionDeniedError("this API key may not use any configured tier", param="model")
             decision = replace(decision, tier=other)
         steps = [decision]
-        routes = dict(direction.split("->") for direction in self.policy.fallback.directions)
-        target: Tier | None = routes.get(decision.tier)  # type: ignore[assignment]
+        target: Tier | None = self.fallback_to.get(decision.tier)  # type: ignore[assignment]
         if (target is not None and target != decision.tier and target in self.backends and allowed(target)
                 and (decision.reason != "explicit_model" or self.policy.fallback.explicit_model)):
             steps.append(replace(decision, tier=target, reason="fallback"))

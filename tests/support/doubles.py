@@ -9,6 +9,7 @@ class FixedRouter:
     """Scores every text the same, or by the first keyword of ``by_keyword`` found in it."""
 
     name = "fixed-test"
+    reads_text = True
 
     def __init__(self, score: float = 0.1, by_keyword: dict[str, float] | None = None,
                  fail: bool = False, delay: float = 0.0) -> None:
