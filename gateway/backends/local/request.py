@@ -10,6 +10,7 @@ from typing import Any
 from gateway.backends.base import ChatBody, ChatObject
 from gateway.backends.local.generation import SamplingParams
 from gateway.errors import InvalidRequestError
+from gateway.protocol import validate_chat
 from gateway.settings import LocalBackend
 
 MAX_N = 16
@@ -26,24 +27,6 @@ class LocalRequest:
     tools: list[dict[str, Any]] = field(default_factory=list)  # rendered by the chat template
     tool_choice: str | dict[str, Any] = "auto"  # "auto", "required" or {"type": "function", ...}
     schema: dict[str, Any] | None = None  # response_format's JSON schema ({"type": "object"} for json_object)
-
-
-def _number(body: ChatBody, key: str, default: float, low: float, high: float) -> float:
-    value = body.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise InvalidRequestError(f"{key} must be a number between {low} and {high}", param=key)
-    return float(value)
-
-
-def _integer(body: ChatBody, key: str) -> int | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequestError(f"{key} must be an integer", param=key)
-    return value
 
 
 def _flag(body: ChatBody, key: str) -> bool:
@@ -136,32 +119,28 @@ def _stop(body: ChatBody) -> tuple[str, ...]:
 
 
 def parse_request(body: ChatBody, settings: LocalBackend, stream: bool) -> LocalRequest:
-    """The validated request; raises InvalidRequestError (400) naming the offending parameter."""
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequestError("messages must be a non-empty list", param="messages")
+    """The validated request; raises InvalidRequestError (400) naming the offending parameter.
+
+    The wire schema (``gateway.protocol``: types and ranges) first, then what this backend adds: text only,
+    fewer choices and stop strings, no logprobs."""
+    chat = validate_chat({**body, "model": settings.model})
+    messages = body["messages"]
     for key in UNSUPPORTED:
         if body.get(key):
             raise InvalidRequestError(f"{key} is not supported by the local model {settings.model}", param=key)
-    max_tokens = _integer(body, "max_completion_tokens")
-    param = "max_completion_tokens"
-    if max_tokens is None:
-        max_tokens, param = _integer(body, "max_tokens"), "max_tokens"
-    if max_tokens is not None and max_tokens < 1:
-        raise InvalidRequestError(f"{param} must be at least 1", param=param)
-    n = _integer(body, "n")
-    n = 1 if n is None else n
-    if not 1 <= n <= MAX_N:
+    max_tokens = chat.max_completion_tokens or chat.max_tokens
+    n = chat.n or 1
+    if n > MAX_N:
         raise InvalidRequestError(f"n must be between 1 and {MAX_N}", param="n")
     if stream and n > 1:
         raise InvalidRequestError("n > 1 is not supported with stream: true by local models", param="n")
     params = SamplingParams(
         # The configured cap bounds worst-case CPU time per request; longer asks end with "length".
         max_new_tokens=min(max_tokens or settings.max_new_tokens, settings.max_new_tokens),
-        temperature=_number(body, "temperature", settings.default_temperature, 0.0, 2.0),
-        top_p=_number(body, "top_p", settings.default_top_p, 0.0, 1.0),
+        temperature=settings.default_temperature if chat.temperature is None else chat.temperature,
+        top_p=settings.default_top_p if chat.top_p is None else chat.top_p,
         stop=_stop(body),
-        seed=_integer(body, "seed"),
+        seed=chat.seed,
         ignore_eos=_flag(body, "ignore_eos"),
     )
     tools, tool_choice = _tools(body)
