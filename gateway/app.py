@@ -23,7 +23,8 @@ from gateway.backends.resilience import Resilience
 from gateway.conversations.steering import Steering
 from gateway.decisions import RouteDecider
 from gateway.errors import GatewayError, InvalidRequestError
-from gateway.http.api import build_api, chat_route, error_response
+from gateway.http.api import ChatCompletions, build_api, chat_route, error_response
+from gateway.http.fast_path import TiergateApp
 from gateway.http.openapi import install_openapi
 from gateway.http.origin import HostCheckMiddleware, allowed_hosts
 from gateway.http.surface import build_surface_api
@@ -131,14 +132,16 @@ def create_app(
 
     # FastAPI's own OpenTelemetry hooks are off: Prometheus metrics and request logs cover each request, and the
     # hooks cost a tracer lookup per request even with no tracer configured.
-    app = FastAPI(title="Tiergate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  telemetry={"tracing": False, "metrics": False, "logs": False})
+    app = TiergateApp(title="Tiergate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                      telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.gateway = state
     app.state.metrics_registry = observability.metrics.registry  # the worker supervisor exports it
     app.add_middleware(GuardMiddleware, guard=guard, accountant=accountant)
+    app.chat = GuardMiddleware(ChatCompletions(), guard, accountant)
     hosts = allowed_hosts(settings, guard.authenticator.enabled)
     if hosts:  # outside the guard: a forged Host is refused before authentication
         app.add_middleware(HostCheckMiddleware, allowed=hosts)
+        app.chat = HostCheckMiddleware(app.chat, hosts)
     log_context.install(log_context.upstream_secrets(settings))  # request ids on log lines; upstream keys redacted
     app.router.routes.insert(0, chat_route())  # first, and not inside an included router: the hot path
     app.include_router(build_api())
