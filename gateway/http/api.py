@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -135,26 +136,49 @@ class ChatCompletions:
         await response(scope, receive, send)
 
 
-async def chat_response(request: Request) -> Response:
-    """Read the body, hand it to the chat service, encode its JSON or SSE."""
+@dataclass(frozen=True, slots=True)
+class JSONCall:
+    """One JSON POST, read: its parsed body, lower-case headers, request id, and the outcome it will end in."""
+
+    request: Request
+    state: GatewayState
+    body: dict[str, Any]
+    headers: dict[str, str]
+    rid: str
+    outcome: RequestOutcome
+
+
+async def json_endpoint(request: Request, respond: Callable[[JSONCall], Awaitable[Response]]) -> Response:
+    """The frame of every JSON POST endpoint: the outcome opened (in flight until finished), the content type
+    checked, the body read under its size cap and parsed, then ``respond`` run under :func:`one_outcome`."""
     state: GatewayState = request.app.state.gateway
     headers = {k.lower(): v for k, v in request.headers.items()}
     rid = request_id(headers)
-    outcome = state.accountant.open(rid)  # counted in flight until finished
+    outcome = state.accountant.open(rid)
 
-    async def respond() -> Response:
+    async def run() -> Response:
         require_json(headers.get("content-type"))
         body = parse_body(await read_body(request, state.settings.server.max_body_bytes))
-        result = await state.service.handle(body, headers, principal_of(request), outcome)
-        assert outcome.decision is not None  # set by the upstream call
-        out_headers = decision_headers(outcome.decision, outcome.model or "", rid)
-        if isinstance(result, ChatStream):
-            return SSEResponse(stream_events(state, outcome, result.first, result.chunks, result.include_usage),
-                               out_headers)
-        out_headers.update(cost_headers(state.accountant, outcome))
-        return json_response(result.body, headers=out_headers)
+        return await respond(JSONCall(request, state, body, headers, rid, outcome))
 
-    return await one_outcome(state, outcome, rid, respond)
+    return await one_outcome(state, outcome, rid, run)
+
+
+async def chat_response(request: Request) -> Response:
+    """Hand the body to the chat service, encode its JSON or SSE."""
+    return await json_endpoint(request, answer_chat)
+
+
+async def answer_chat(call: JSONCall) -> Response:
+    state, outcome = call.state, call.outcome
+    result = await state.service.handle(call.body, call.headers, principal_of(call.request), outcome)
+    assert outcome.decision is not None  # set by the upstream call
+    out_headers = decision_headers(outcome.decision, outcome.model or "", call.rid)
+    if isinstance(result, ChatStream):
+        return SSEResponse(stream_events(state, outcome, result.first, result.chunks, result.include_usage),
+                           out_headers)
+    out_headers.update(cost_headers(state.accountant, outcome))
+    return json_response(result.body, headers=out_headers)
 
 
 async def list_models(request: Request) -> Response:

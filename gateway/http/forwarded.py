@@ -15,12 +15,10 @@ from gateway.backends.base import Backend
 from gateway.backends.forwarding import Forwarding
 from gateway.backends.resilience import prime
 from gateway.errors import GatewayError, InvalidRequestError, ModelNotFoundError
-from gateway.http.api import cost_headers, decision_headers, json_response, one_outcome, read_body, stream_events
+from gateway.http.api import JSONCall, cost_headers, decision_headers, json_endpoint, json_response, stream_events
 from gateway.http.sse import SSEResponse
-from gateway.protocol import parse_body
 from gateway.settings import OpenAIBackend
 from gateway.state import GatewayState
-from gateway.telemetry.log_context import request_id
 from routers.base import RouteDecision, Tier
 
 Kind = Literal["embeddings", "completions"]
@@ -47,45 +45,40 @@ class ForwardedEndpoint:
         return model
 
     async def handle(self, request: Request) -> Response:
-        state = self.state
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        rid = request_id(headers)
-        outcome = state.accountant.open(rid)
+        return await json_endpoint(request, self.respond)
 
-        async def respond() -> Response:
-            body = parse_body(await read_body(request, state.settings.server.max_body_bytes))
-            model = body.get("model")
-            if not isinstance(model, str) or not model:
-                raise InvalidRequestError("'model' must be a non-empty string", param="model")
-            outcome.requested_model = model
-            stream = body.get("stream") is True
-            outcome.stream = stream
-            if self.tier is None:
-                raise ModelNotFoundError(f"this gateway serves no {self.kind} (no tier sets "
-                                         f"tiers.<tier>.{self.kind}: true)", param="model")
-            principal = principal_of(request)
-            await state.guard.admit(principal, body, outcome)
-            decision = RouteDecision(self.tier, "explicit_model")
-            upstream_model = self._upstream_model(model)
-            if stream and self.kind == "completions":
-                events = await self._open_stream(body, headers, outcome, decision, upstream_model, principal.tiers)
-                return SSEResponse(events, decision_headers(decision, model, rid))
+    async def respond(self, call: JSONCall) -> Response:
+        state, body, headers, outcome, rid = self.state, call.body, call.headers, call.outcome, call.rid
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise InvalidRequestError("'model' must be a non-empty string", param="model")
+        outcome.requested_model = model
+        stream = body.get("stream") is True
+        outcome.stream = stream
+        if self.tier is None:
+            raise ModelNotFoundError(f"this gateway serves no {self.kind} (no tier sets "
+                                     f"tiers.<tier>.{self.kind}: true)", param="model")
+        principal = principal_of(call.request)
+        await state.guard.admit(principal, body, outcome)
+        decision = RouteDecision(self.tier, "explicit_model")
+        upstream_model = self._upstream_model(model)
+        if stream and self.kind == "completions":
+            events = await self._open_stream(body, headers, outcome, decision, upstream_model, principal.tiers)
+            return SSEResponse(events, decision_headers(decision, model, rid))
 
-            async def call(backend: Backend) -> dict[str, Any]:
-                return await _forwarding(backend).post_json(self.path, body, headers, upstream_model)
+        async def forward(backend: Backend) -> dict[str, Any]:
+            return await _forwarding(backend).post_json(self.path, body, headers, upstream_model)
 
-            started = time.perf_counter()
-            try:
-                answer, _ = await state.service.resilience.run(body, decision, outcome, call, principal.tiers)
-            finally:
-                outcome.upstream_seconds = time.perf_counter() - started
-                outcome.model = model  # priced and counted under the model the client asked for
-            outcome.set_usage(answer.get("usage"))
-            out_headers = decision_headers(decision, model, rid)
-            out_headers.update(cost_headers(state.accountant, outcome))
-            return json_response(answer, headers=out_headers)
-
-        return await one_outcome(state, outcome, rid, respond)
+        started = time.perf_counter()
+        try:
+            answer, _ = await state.service.resilience.run(body, decision, outcome, forward, principal.tiers)
+        finally:
+            outcome.upstream_seconds = time.perf_counter() - started
+            outcome.model = model  # priced and counted under the model the client asked for
+        outcome.set_usage(answer.get("usage"))
+        out_headers = decision_headers(decision, model, rid)
+        out_headers.update(cost_headers(state.accountant, outcome))
+        return json_response(answer, headers=out_headers)
 
     async def _open_stream(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome,
                            decision: RouteDecision, upstream_model: str | None,

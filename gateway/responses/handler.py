@@ -18,16 +18,15 @@ from gateway.backends.forwarding import Forwarding
 from gateway.backends.resilience import prime
 from gateway.errors import GatewayError, InvalidRequestError
 from gateway.http.api import (
+    JSONCall,
     cost_headers,
     decision_headers,
     internal_error,
+    json_endpoint,
     json_response,
-    one_outcome,
     outcome_from_error,
-    read_body,
 )
 from gateway.http.sse import SSEResponse
-from gateway.protocol import parse_body
 from gateway.responses.events import ChatToEvents, encode
 from gateway.responses.store import ResponseStore, StoredResponse
 from gateway.responses.translate import (
@@ -41,7 +40,6 @@ from gateway.responses.translate import (
 )
 from gateway.settings import OpenAIBackend
 from gateway.state import GatewayState
-from gateway.telemetry.log_context import request_id
 from routers.base import TIERS, RouteDecision, Tier
 from routers.features import routing_text
 
@@ -108,52 +106,48 @@ class ResponsesEndpoint:
         return isinstance(cfg, OpenAIBackend) and cfg.responses_api and isinstance(backend, Forwarding)
 
     async def create(self, request: Request) -> Response:
-        state = self.state
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        rid = request_id(headers)
-        outcome = state.accountant.open(rid)
+        return await json_endpoint(request, self.respond)
 
-        async def respond() -> Response:
-            body = parse_body(await read_body(request, state.settings.server.max_body_bytes))
-            wire = validate(body)
-            outcome.stream = bool(wire.stream)
-            outcome.requested_model = wire.model
-            if wire.store and not self.store.enabled:
-                raise InvalidRequestError("this gateway keeps no responses (responses.store_ttl_s is 0); send "
-                                          "store: false", param="store", code="store_disabled")
-            previous = None
-            if wire.previous_response_id is not None:
-                if not self.store.enabled:
-                    raise InvalidRequestError("previous_response_id needs stored responses, and this gateway "
-                                              "keeps none (responses.store_ttl_s is 0); send the whole "
-                                              "conversation as input", param="previous_response_id")
-                previous = self.store.get(wire.previous_response_id)
-            history = previous.messages if previous is not None and previous.messages is not None else []
-            scored = to_chat(body, history, strict=False)
-            if state.settings.request_log.include_prompts:
-                outcome.prompt_text = routing_text(scored["messages"],
-                                                   include_system=state.settings.routing.include_system_prompt)
-            principal = principal_of(request)
-            await state.guard.admit(principal, scored, outcome)
-            pinned = next((tier for tier in TIERS if previous is not None and tier == previous.tier), None)
-            decision = await state.service.route(scored, headers, outcome, pinned,
-                                                 forced=previous is not None and previous.messages is None)
-            call = Call(self, body, wire, previous, history, headers)
-            if wire.stream:
-                events = await self.open_stream(call, scored, outcome, decision, principal.tiers)
-                return SSEResponse(events, decision_headers(outcome.decision or decision, outcome.model or "", rid))
-            started = time.perf_counter()
-            try:
-                answer, _ = await state.service.resilience.run(scored, decision, outcome, call.complete,
-                                                               principal.tiers)
-            finally:
-                outcome.upstream_seconds = time.perf_counter() - started
-            await self.finished(call, answer, outcome)
-            out_headers = decision_headers(outcome.decision or decision, outcome.model or "", rid)
-            out_headers.update(cost_headers(state.accountant, outcome))
-            return json_response(answer, headers=out_headers)
-
-        return await one_outcome(state, outcome, rid, respond)
+    async def respond(self, json_call: JSONCall) -> Response:
+        state, body, headers, outcome = self.state, json_call.body, json_call.headers, json_call.outcome
+        rid = json_call.rid
+        wire = validate(body)
+        outcome.stream = bool(wire.stream)
+        outcome.requested_model = wire.model
+        if wire.store and not self.store.enabled:
+            raise InvalidRequestError("this gateway keeps no responses (responses.store_ttl_s is 0); send "
+                                      "store: false", param="store", code="store_disabled")
+        previous = None
+        if wire.previous_response_id is not None:
+            if not self.store.enabled:
+                raise InvalidRequestError("previous_response_id needs stored responses, and this gateway "
+                                          "keeps none (responses.store_ttl_s is 0); send the whole "
+                                          "conversation as input", param="previous_response_id")
+            previous = self.store.get(wire.previous_response_id)
+        history = previous.messages if previous is not None and previous.messages is not None else []
+        scored = to_chat(body, history, strict=False)
+        if state.settings.request_log.include_prompts:
+            outcome.prompt_text = routing_text(scored["messages"],
+                                               include_system=state.settings.routing.include_system_prompt)
+        principal = principal_of(json_call.request)
+        await state.guard.admit(principal, scored, outcome)
+        pinned = next((tier for tier in TIERS if previous is not None and tier == previous.tier), None)
+        decision = await state.service.route(scored, headers, outcome, pinned,
+                                             forced=previous is not None and previous.messages is None)
+        call = Call(self, body, wire, previous, history, headers)
+        if wire.stream:
+            events = await self.open_stream(call, scored, outcome, decision, principal.tiers)
+            return SSEResponse(events, decision_headers(outcome.decision or decision, outcome.model or "", rid))
+        started = time.perf_counter()
+        try:
+            answer, _ = await state.service.resilience.run(scored, decision, outcome, call.complete,
+                                                           principal.tiers)
+        finally:
+            outcome.upstream_seconds = time.perf_counter() - started
+        await self.finished(call, answer, outcome)
+        out_headers = decision_headers(outcome.decision or decision, outcome.model or "", rid)
+        out_headers.update(cost_headers(state.accountant, outcome))
+        return json_response(answer, headers=out_headers)
 
     async def finished(self, call: Call, response: dict[str, Any], outcome: RequestOutcome) -> None:
         """Account the usage, pin the tool calls to the tier that issued them, keep the response."""

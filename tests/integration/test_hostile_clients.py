@@ -57,6 +57,20 @@ def test_chat_requires_application_json(fake_upstream: FakeUpstream, content_typ
     assert len(fake_upstream.received) == 1
 
 
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/responses", {"model": "tiergate-auto", "input": "hello"}),
+    ("/v1/embeddings", {"model": "gpt-4o-mini", "input": "hello"}),
+])
+def test_every_json_endpoint_requires_application_json(fake_upstream: FakeUpstream, path: str,
+                                                       body: dict[str, Any]) -> None:
+    settings = upstream_settings(fake_upstream.url)  # type: ignore[attr-defined]
+    with running_gateway(settings) as gateway:
+        answer = httpx.post(gateway.url + path, content=httpx.Request("POST", "/", json=body).content,
+                            headers={"content-type": "text/plain"}, timeout=10)
+    assert answer.status_code == 415 and set(answer.json()["error"]) == ERROR_KEYS
+    assert fake_upstream.received == []
+
+
 def test_foreign_host_is_refused_on_a_keyless_loopback_gateway(fake_upstream: FakeUpstream) -> None:
     with running_gateway(upstream_settings(fake_upstream.url)) as gateway:  # type: ignore[attr-defined]
         rebound = httpx.post(gateway.url + CHAT, json=BODY, headers={"host": "evil.example:8000"}, timeout=10)
