@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 # A chat completion request body as the client sent it (a parsed JSON object), with ``model`` replaced.
 ChatBody = dict[str, Any]
@@ -37,3 +37,12 @@ class Backend(Protocol):
     def stream(self, body: ChatBody, client_headers: dict[str, str] | None = None) -> AsyncIterator[ChatObject]: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class LoadReporter(Protocol):
+    """A backend with generation slots (the in-process model): requests waiting for one, requests holding one."""
+
+    def queue_depth(self) -> int: ...
+
+    def in_flight(self) -> int: ...

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gateway.accounting import Accountant, RequestOutcome
-from gateway.metric_family import Family
+from gateway.metric_catalog import Spec, build, collected
 from gateway.metrics import FAMILIES, GatewayMetrics
 from gateway.pricing import PriceTable
 from gateway.service import ChatService
@@ -159,11 +159,12 @@ def test_realised_share_covers_only_the_recent_window() -> None:
 
 
 def test_histogram_buckets_are_less_than_or_equal() -> None:
-    family = Family("x_seconds", "doc", "histogram", buckets=(0.1, 1.0))
-    child = family.histogram()
+    histogram = build(Spec("x_seconds", "histogram", (), "doc", (0.1, 1.0)))
     for value in (0.1, 0.5, 1.0, 5.0):
-        child.observe(value)
-    assert child.cumulative() == [("0.1", 1.0), ("1.0", 3.0), ("+Inf", 4.0)]
+        histogram.observe(value)
+    [family] = collected([histogram])
+    cumulative = [(s.labels["le"], s.value) for s in family.samples if s.name == "x_seconds_bucket"]
+    assert cumulative == [("0.1", 1.0), ("1.0", 3.0), ("+Inf", 4.0)]
 
 
 def test_recording_an_outcome_is_cheap() -> None:
