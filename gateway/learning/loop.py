@@ -18,7 +18,7 @@ from gateway.learning.budget import DailyBudget
 from gateway.learning.capture import Capture
 from gateway.learning.judge import Judge, JudgeError, JudgePrompts
 from gateway.learning.lag import LoopLag
-from gateway.learning.metrics import LearningMetrics
+from gateway.learning.metrics import Families, LearningMetrics
 from gateway.learning.open_store import open_store
 from gateway.learning.records import Feedback, PendingJudgement, RequestRow
 from gateway.learning.runner import StoreRunner
@@ -26,7 +26,6 @@ from gateway.learning.shadow import ShadowAnswer, ShadowJob, ShadowSender
 from gateway.learning.store import LabelStore, StoreError
 from gateway.pricing import PriceTable
 from gateway.settings import DEFAULT_CONFIG, Settings
-from gateway.telemetry.family import Family
 from routers.base import RouteDecision, Tier
 from routers.features import content_text, head_tail, routing_text
 
@@ -279,7 +278,7 @@ def judge_prompts_dir(settings: Settings) -> Path:
 
 
 def build_learning(settings: Settings, backends: dict[Tier, Backend], prices: PriceTable,
-                   families: dict[str, Family] | None = None) -> LearningLoop | None:
+                   families: Families | None = None) -> LearningLoop | None:
     """The loop ``settings.learning`` asks for, or None when learning is off."""
     if not settings.learning.active():
         return None

@@ -1,10 +1,14 @@
-"""The documented metric families: name, type, labels, help text and buckets (README, contract test)."""
+"""The documented metric families (name, type, labels, help, buckets) and their prometheus_client objects."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import Literal, NamedTuple
 
-from gateway.telemetry.family import Kind
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import Metric
+
+Kind = Literal["counter", "gauge", "histogram"]
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 ROUTING_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -75,3 +79,35 @@ FAMILIES: tuple[Spec, ...] = (
          "Always 1; the labels name the running build and classifier checkpoint."),
 )
 SPECS = {spec.name: spec for spec in FAMILIES}
+
+
+def counter(name: str, documentation: str, labels: Iterable[str] = ()) -> Counter:
+    """A counter registered nowhere: its owner's collector yields it into the app's own registry."""
+    return Counter(name, documentation, tuple(labels), registry=None)
+
+
+def build(spec: Spec) -> Counter | Histogram:
+    """``spec``'s counter or histogram, registered nowhere (see :func:`counter`)."""
+    if spec.kind == "counter":
+        return counter(spec.name, spec.help, spec.labels)
+    if spec.kind == "histogram":
+        return Histogram(spec.name, spec.help, spec.labels, registry=None, buckets=spec.buckets)
+    raise ValueError(f"{spec.name} is a gauge: gauges are computed at scrape time")
+
+
+def collected(metrics: Iterable[Counter | Histogram]) -> Iterator[Metric]:
+    """Each metric's family without its ``_created`` series.
+
+    prometheus_client adds a ``<name>_created`` gauge family per counter and histogram (the process start
+    time again, which no dashboard reads and a multi-worker merge cannot sum); it can drop them only
+    process-wide (``disable_created_metrics``), so a per-app collector drops them here, at scrape time.
+    """
+    for metric in metrics:
+        for family in metric.collect():
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family
+
+
+def value(child: Counter) -> float:
+    """One counter child's current value (tests, logs; never on the request path)."""
+    return sum(s.value for family in child.collect() for s in family.samples if s.name.endswith("_total"))

@@ -2,24 +2,46 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from importlib import metadata
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Protocol, get_args
 
 from fastapi import APIRouter
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import Metric
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.responses import Response
 
 from gateway.accounting import OUTCOMES, Accountant, RequestOutcome
-from gateway.decisions import RouteDecider
-from gateway.telemetry.catalog import FAMILIES, SPECS
-from gateway.telemetry.family import CounterChild, Family, HistogramChild, gauge
-from routers.base import TIERS, Reason
+from gateway.backends.base import Backend, QueuedBackend
+from gateway.telemetry.catalog import FAMILIES, SPECS, build, collected
+from routers.base import TIERS, Reason, Router, Tier
+from routers.capabilities import Checkpointed, QueueReporter
+
+if TYPE_CHECKING:
+    from gateway.settings import RoutingSettings
+    from routers.threshold import ShareController
 
 NONE = "none"  # label value for "not known": a request rejected before a tier was chosen
 REASONS: tuple[str, ...] = get_args(Reason)
+
+
+class RoutingView(Protocol):
+    """What the metrics read from the chat service at scrape time (``gateway.service.ChatService`` is one)."""
+
+    @property
+    def backends(self) -> Mapping[Tier, Backend]: ...
+
+    @property
+    def router(self) -> Router: ...
+
+    @property
+    def routing(self) -> RoutingSettings: ...
+
+    @property
+    def share_controller(self) -> ShareController | None: ...
+
+    def base_threshold(self) -> float: ...
 
 
 class TierSeries:
@@ -47,53 +69,61 @@ class TierSeries:
 
     def __init__(self, m: GatewayMetrics, tier: str, backend: str, model: str) -> None:
         self._m, self._tier, self.backend, self.model = m, tier, backend, model
-        f = m.families
-        self.requests = {o: (f["tiergate_requests_total"].counter(tier, backend, o, "false"),
-                             f["tiergate_requests_total"].counter(tier, backend, o, "true")) for o in OUTCOMES}
-        self.duration = (f["tiergate_request_duration_seconds"].histogram(tier, "false"),
-                         f["tiergate_request_duration_seconds"].histogram(tier, "true"))
-        self.ttft = f["tiergate_time_to_first_token_seconds"].histogram(tier)
-        self.upstream = f["tiergate_upstream_duration_seconds"].histogram(tier, backend)
-        self.prompt = f["tiergate_prompt_tokens_total"].counter(tier, model)
-        self.cached = f["tiergate_cached_prompt_tokens_total"].counter(tier, model)
-        self.completion = f["tiergate_completion_tokens_total"].counter(tier, model)
-        self.cost = f["tiergate_cost_usd_total"].counter(tier, model)
-        self.counterfactual = f["tiergate_counterfactual_cost_usd_total"].counter(tier)
-        self.saved = f["tiergate_saved_usd_total"].counter(tier)
-        self.retries = f["tiergate_retries_total"].counter(tier, backend)
-        self.fallbacks = f["tiergate_fallbacks_total"].counter(tier)
-        self.errors: dict[str, CounterChild] = {}
+        c, h = m.counters, m.histograms
+        self.requests = {o: self._request_pair(o) for o in OUTCOMES}
+        self.duration = (h["tiergate_request_duration_seconds"].labels(tier, "false"),
+                         h["tiergate_request_duration_seconds"].labels(tier, "true"))
+        self.ttft = h["tiergate_time_to_first_token_seconds"].labels(tier)
+        self.upstream = h["tiergate_upstream_duration_seconds"].labels(tier, backend)
+        self.prompt = c["tiergate_prompt_tokens_total"].labels(tier, model)
+        self.cached = c["tiergate_cached_prompt_tokens_total"].labels(tier, model)
+        self.completion = c["tiergate_completion_tokens_total"].labels(tier, model)
+        self.cost = c["tiergate_cost_usd_total"].labels(tier, model)
+        self.counterfactual = c["tiergate_counterfactual_cost_usd_total"].labels(tier)
+        self.saved = c["tiergate_saved_usd_total"].labels(tier)
+        self.retries = c["tiergate_retries_total"].labels(tier, backend)
+        self.fallbacks = c["tiergate_fallbacks_total"].labels(tier)
+        self.errors: dict[str, Counter] = {}
 
-    def request(self, outcome: str, stream: bool) -> CounterChild:
+    def _request_pair(self, outcome: str) -> tuple[Counter, Counter]:
+        family = self._m.counters["tiergate_requests_total"]
+        return (family.labels(self._tier, self.backend, outcome, "false"),
+                family.labels(self._tier, self.backend, outcome, "true"))
+
+    def request(self, outcome: str, stream: bool) -> Counter:
         pair = self.requests.get(outcome)
         if pair is None:  # an outcome value added elsewhere: bind it on first use
-            family = self._m.families["tiergate_requests_total"]
-            pair = self.requests[outcome] = (family.counter(self._tier, self.backend, outcome, "false"),
-                                             family.counter(self._tier, self.backend, outcome, "true"))
+            pair = self.requests[outcome] = self._request_pair(outcome)
         return pair[stream]
 
-    def error(self, kind: str) -> CounterChild:
+    def error(self, kind: str) -> Counter:
         child = self.errors.get(kind)
         if child is None:
-            child = self.errors[kind] = self._m.families["tiergate_upstream_errors_total"].counter(
+            child = self.errors[kind] = self._m.counters["tiergate_upstream_errors_total"].labels(
                 self._tier, self.backend, kind)
         return child
 
 
 class GatewayMetrics:
-    """Owns a fresh ``CollectorRegistry`` holding every family; an ``OutcomeSink`` for the accountant."""
+    """Owns the app's ``CollectorRegistry`` holding every family; an ``OutcomeSink`` for the accountant.
 
-    def __init__(self, service: RouteDecider, accountant: Accountant | None = None,
+    The counters and histograms are prometheus_client objects registered nowhere else: this collector
+    yields them (without their ``_created`` series) and computes the gauges when scraped.
+    """
+
+    def __init__(self, service: RoutingView, accountant: Accountant | None = None,
                  registry: CollectorRegistry | None = None) -> None:
         self.service = service
         self.accountant = accountant
         self.registry = registry or CollectorRegistry(auto_describe=False)
-        self.families = {s.name: Family(s.name, s.help, s.kind, s.labels, s.buckets)
-                         for s in FAMILIES if s.kind != "gauge"}
-        self.routing_duration: HistogramChild = self.families["tiergate_routing_duration_seconds"].histogram()
-        self.score: HistogramChild = self.families["tiergate_routing_score"].histogram()
-        decisions = self.families["tiergate_routing_decisions_total"]
-        self.decisions = {t: {r: decisions.counter(t, r) for r in REASONS} for t in TIERS}
+        built = {spec.name: build(spec) for spec in FAMILIES if spec.kind != "gauge"}
+        self._ordered = list(built.values())  # the catalogue's order is the exposition's
+        self.counters: dict[str, Counter] = {n: m for n, m in built.items() if isinstance(m, Counter)}
+        self.histograms: dict[str, Histogram] = {n: m for n, m in built.items() if isinstance(m, Histogram)}
+        self.routing_duration = self.histograms["tiergate_routing_duration_seconds"]
+        self.score = self.histograms["tiergate_routing_score"]
+        decisions = self.counters["tiergate_routing_decisions_total"]
+        self.decisions = {t: {r: decisions.labels(t, r) for r in REASONS} for t in TIERS}
         self.tiers: dict[str | None, TierSeries] = {
             tier: TierSeries(self, tier, backend.name, backend.model) for tier, backend in service.backends.items()}
         # The realised large share over the last share_window routed requests (when no controller keeps one).
@@ -102,6 +132,11 @@ class GatewayMetrics:
         self._window_seen = 0
         self._window_large = 0
         self.registry.register(self)
+
+    @property
+    def families(self) -> Mapping[str, Counter]:
+        """The counter families by name: the learning loop binds its counters from these."""
+        return self.counters
 
     def record(self, outcome: RequestOutcome) -> None:
         series = self.tiers.get(outcome.tier)
@@ -113,12 +148,16 @@ class GatewayMetrics:
             series.upstream.observe(outcome.upstream_seconds)
         if outcome.ttft_seconds is not None:
             series.ttft.observe(outcome.ttft_seconds)
+        # Zero increments are skipped: each costs a lock (the children exist already, so nothing else changes).
         if outcome.prompt_tokens or outcome.completion_tokens:
             series.prompt.inc(outcome.prompt_tokens)
             series.completion.inc(outcome.completion_tokens)
-            series.cached.inc(outcome.cached_prompt_tokens)
-            series.cost.inc(outcome.cost_usd)
-            series.counterfactual.inc(outcome.counterfactual_cost_usd)
+            if outcome.cached_prompt_tokens:
+                series.cached.inc(outcome.cached_prompt_tokens)
+            if outcome.cost_usd:
+                series.cost.inc(outcome.cost_usd)
+            if outcome.counterfactual_cost_usd:
+                series.counterfactual.inc(outcome.counterfactual_cost_usd)
             if outcome.counterfactual_cost_usd > outcome.cost_usd:
                 series.saved.inc(outcome.counterfactual_cost_usd - outcome.cost_usd)
         if outcome.error_kind is not None:
@@ -134,7 +173,7 @@ class GatewayMetrics:
             by_reason = self.decisions.get(decision.tier)
             child = by_reason.get(decision.reason) if by_reason is not None else None
             if child is None:
-                child = self.families["tiergate_routing_decisions_total"].counter(decision.tier, decision.reason)
+                child = self.counters["tiergate_routing_decisions_total"].labels(decision.tier, decision.reason)
             child.inc()
             if decision.score is not None:
                 self.score.observe(decision.score)
@@ -158,9 +197,8 @@ class GatewayMetrics:
 
     def realised_share(self) -> float | None:
         controller = self.service.share_controller
-        if controller is not None and hasattr(controller, "realised_share"):
-            value = controller.realised_share()
-            return None if value is None else float(value)
+        if controller is not None:
+            return float(controller.realised_share())
         if not self._window_seen:
             return None
         return self._window_large / min(self._window_seen, len(self._window))
@@ -169,36 +207,37 @@ class GatewayMetrics:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        for family in self.families.values():
-            yield family.metric()
+        yield from collected(self._ordered)
         yield from self._live()
 
     def _live(self) -> Iterator[Metric]:
         service = self.service
         in_flight = self.accountant.in_flight if self.accountant is not None else 0
-        yield gauge("tiergate_in_flight_requests", SPECS["tiergate_in_flight_requests"].help, iter([((), in_flight)]))
-        local = [(tier, b) for tier, b in service.backends.items() if hasattr(b, "queue_depth")]
-        for name, method in (("tiergate_backend_queue_depth", "queue_depth"),
-                             ("tiergate_backend_in_flight_requests", "in_flight")):
-            samples = [((tier, b.name), float(getattr(b, method)())) for tier, b in local if hasattr(b, method)]
-            yield gauge(name, SPECS[name].help, iter(samples), ("tier", "backend"))
-        depth = getattr(service.router, "queue_depth", None)
-        yield gauge("tiergate_classifier_queue_depth", SPECS["tiergate_classifier_queue_depth"].help,
-                    iter([((), float(depth()))] if callable(depth) else []))
+        yield gauge("tiergate_in_flight_requests", [((), in_flight)])
+        local = [(tier, b) for tier, b in service.backends.items() if isinstance(b, QueuedBackend)]
+        yield gauge("tiergate_backend_queue_depth", [((tier, b.name), b.queue_depth()) for tier, b in local])
+        yield gauge("tiergate_backend_in_flight_requests", [((tier, b.name), b.in_flight()) for tier, b in local])
+        router = service.router
+        yield gauge("tiergate_classifier_queue_depth",
+                    [((), router.queue_depth())] if isinstance(router, QueueReporter) else [])
         share = self.realised_share()
-        yield gauge("tiergate_large_share_realised", SPECS["tiergate_large_share_realised"].help,
-                    iter([] if share is None else [((), share)]))
+        yield gauge("tiergate_large_share_realised", [] if share is None else [((), share)])
         target = service.routing.target_large_share
-        yield gauge("tiergate_large_share_target", SPECS["tiergate_large_share_target"].help,
-                    iter([] if target is None else [((), target)]))
-        yield gauge("tiergate_routing_threshold", SPECS["tiergate_routing_threshold"].help,
-                    iter([((), service.base_threshold())]))
-        labels = ("version", "router", "classifier_checkpoint")
-        yield gauge("tiergate_build_info", SPECS["tiergate_build_info"].help,
-                    iter([((version(), service.router.name, checkpoint_id(service)), 1.0)]), labels)
+        yield gauge("tiergate_large_share_target", [] if target is None else [((), target)])
+        yield gauge("tiergate_routing_threshold", [((), service.base_threshold())])
+        yield gauge("tiergate_build_info", [((version(), router.name, checkpoint_id(service)), 1.0)])
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def gauge(name: str, samples: Iterable[tuple[tuple[str, ...], float]]) -> GaugeMetricFamily:
+    """The catalogued gauge ``name`` (help and labels from ``SPECS``) with the samples read now."""
+    spec = SPECS[name]
+    family = GaugeMetricFamily(name, spec.help, labels=list(spec.labels))
+    for labels, value in samples:
+        family.add_metric(list(labels), float(value))
+    return family
 
 
 def version() -> str:
@@ -208,14 +247,12 @@ def version() -> str:
         return "unknown"
 
 
-def checkpoint_id(service: RouteDecider) -> str:
+def checkpoint_id(service: RoutingView) -> str:
     """The router's own ``checkpoint_id`` when it has one, else the configured classifier path."""
-    value: Any = getattr(service.router, "checkpoint_id", None)
-    if callable(value):
-        value = value()
-    if value:
-        return str(value)
-    return service.routing.classifier.path if service.router.name == "classifier" else NONE
+    router = service.router
+    if isinstance(router, Checkpointed) and router.checkpoint_id:
+        return router.checkpoint_id
+    return service.routing.classifier.path if router.name == "classifier" else NONE
 
 
 def metrics_api(metrics: GatewayMetrics) -> APIRouter:

@@ -4,8 +4,13 @@ Each worker writes its registry's samples to ``<dir>/worker-<pid>.json`` every `
 stops); whichever worker answers ``GET /metrics`` merges its live samples with the other workers' files.
 Counters and histograms are summed over every file, including those of workers that have exited (so totals
 never go backwards when a worker is replaced); load gauges are summed over live workers only; the other
-gauges (threshold, shares, build info) are the answering worker's own. The same job as prometheus_client's
-multiprocess mode, for the gateway's hand-written families (gateway.telemetry.family), which it cannot see.
+gauges (threshold, shares, build info) are the answering worker's own.
+
+The same job as prometheus_client's multiprocess mode, which does not fit here: it is chosen process-wide
+when prometheus_client is imported (``PROMETHEUS_MULTIPROC_DIR``), every registry of a process then writes
+one shared set of mmap files (two apps in one process, as in the tests, would count into each other), the
+scrape-time gauges (queue depths, threshold, shares) would have to be pushed on every change instead of
+read when scraped, and each increment would pay an mmap write on the request path.
 """
 
 from __future__ import annotations

@@ -7,22 +7,22 @@ from pathlib import Path
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from gateway.cli import main
-from gateway.telemetry.family import Family, gauge
 from gateway.workers.metrics_dir import WorkerMetrics, merge, snapshot
 
 
 class Fixed:
     def __init__(self, requests: float, in_flight: float, threshold: float) -> None:
-        self.family = Family("tiergate_requests_total", "Requests.", "counter", ("tier",))
-        self.family.counter("small").inc(requests)
-        self.in_flight, self.threshold = in_flight, threshold
+        self.requests, self.in_flight, self.threshold = requests, in_flight, threshold
 
     def collect(self):  # type: ignore[no-untyped-def]
-        yield self.family.metric()
-        yield gauge("tiergate_in_flight_requests", "In flight.", iter([((), self.in_flight)]))
-        yield gauge("tiergate_routing_threshold", "Threshold.", iter([((), self.threshold)]))
+        requests = CounterMetricFamily("tiergate_requests_total", "Requests.", labels=["tier"])
+        requests.add_metric(["small"], self.requests)
+        yield requests
+        yield GaugeMetricFamily("tiergate_in_flight_requests", "In flight.", value=self.in_flight)
+        yield GaugeMetricFamily("tiergate_routing_threshold", "Threshold.", value=self.threshold)
 
 
 def registry(requests: float, in_flight: float, threshold: float) -> CollectorRegistry:

@@ -10,10 +10,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gateway.accounting import Accountant, RequestOutcome
+from gateway.admission.auth import Principal
 from gateway.decisions import RouteDecider
+from gateway.learning.metrics import LearningMetrics
 from gateway.pricing import PriceTable
 from gateway.settings import Price, Settings
-from gateway.telemetry.family import Family
+from gateway.shared_state.key_metrics import KeyMetrics
+from gateway.telemetry.catalog import Spec, build, collected
 from gateway.telemetry.metrics import FAMILIES, GatewayMetrics
 from routers.base import RouteDecision
 from tests.support.doubles import FixedRouter
@@ -159,11 +162,12 @@ def test_realised_share_covers_only_the_recent_window() -> None:
 
 
 def test_histogram_buckets_are_less_than_or_equal() -> None:
-    family = Family("x_seconds", "doc", "histogram", buckets=(0.1, 1.0))
-    child = family.histogram()
+    histogram = build(Spec("x_seconds", "histogram", (), "doc", (0.1, 1.0)))
     for value in (0.1, 0.5, 1.0, 5.0):
-        child.observe(value)
-    assert child.cumulative() == [("0.1", 1.0), ("1.0", 3.0), ("+Inf", 4.0)]
+        histogram.observe(value)
+    [family] = collected([histogram])
+    cumulative = [(s.labels["le"], s.value) for s in family.samples if s.name == "x_seconds_bucket"]
+    assert cumulative == [("0.1", 1.0), ("1.0", 3.0), ("+Inf", 4.0)]
 
 
 def test_recording_an_outcome_is_cheap() -> None:
@@ -175,3 +179,60 @@ def test_recording_an_outcome_is_cheap() -> None:
         metrics.record(outcome)
     per_call = (time.perf_counter() - started) / rounds
     assert per_call < 50e-6, f"{per_call * 1e6:.1f} µs per outcome"
+
+
+class CheckpointRouter(FixedRouter):
+    @property
+    def checkpoint_id(self) -> str:
+        return "ckpt-42"
+
+
+def test_build_info_names_the_routers_own_checkpoint_else_none() -> None:
+    named, _ = make(router=CheckpointRouter())
+    assert sample(named.exposition().decode(), "tiergate_build_info", classifier_checkpoint="ckpt-42") == 1
+    plain, _ = make()
+    text = plain.exposition().decode()
+    assert sample(text, "tiergate_build_info", router="fixed-test", classifier_checkpoint="none") == 1
+    assert "\ntiergate_classifier_queue_depth " not in text  # a router without a batcher reports no depth
+
+
+def test_no_family_exposes_a_created_series() -> None:
+    metrics, accountant = make()
+    keys = KeyMetrics(["alice"])
+    metrics.registry.register(keys)
+    answered(accountant, "small", prompt_tokens=10, completion_tokens=5)
+    keys.failure("limiter")
+    text = metrics.exposition().decode()
+    assert "_created" not in text
+    assert {"tiergate_key_requests_total", "tiergate_shared_state_failures_total"} <= set(families(text))
+
+
+def test_key_metrics_label_unknown_names_other_and_count_cost_only_when_priced() -> None:
+    metrics, accountant = make()
+    keys = KeyMetrics(["alice"])
+    metrics.registry.register(keys)
+    accountant.sinks.append(keys)
+    for name in ("alice", "alice", "mallory"):
+        outcome = accountant.open("r")
+        outcome.principal = Principal(name)
+        accountant.finish(outcome)  # no usage: priced at 0
+    text = metrics.exposition().decode()
+    assert sample(text, "tiergate_key_requests_total", key="alice") == 2
+    assert sample(text, "tiergate_key_requests_total", key="other") == 1
+    assert 'key="mallory"' not in text
+    assert "tiergate_key_cost_usd_total{" not in text  # nothing priced yet: no series
+
+
+def test_learning_counters_count_in_the_apps_families_or_on_their_own() -> None:
+    metrics, _ = make()
+    bound = LearningMetrics(metrics.families)
+    bound.shadow["answered"].inc()
+    bound.spend["judge"].inc(0.25)
+    text = metrics.exposition().decode()
+    assert sample(text, "tiergate_shadow_requests_total", outcome="answered") == 1
+    assert sample(text, "tiergate_learning_spend_usd_total", purpose="judge") == 0.25
+    assert bound.snapshot()["spend"] == {"shadow": 0.0, "judge": 0.25}
+    alone = LearningMetrics()
+    alone.verdicts["large_better"].inc(2)
+    assert alone.snapshot()["verdicts"] == {"small_as_good": 0.0, "large_better": 2.0}
+    assert sample(metrics.exposition().decode(), "tiergate_judge_verdicts_total") == 0  # exported nowhere
