@@ -85,12 +85,16 @@ COPY --from=slim-build /opt/tiergate /opt/tiergate
 COPY config /app/config
 
 # Only profiles whose tiers are HTTP backends run here (openai, phi3 against a server, bench/demo fakes).
+# Offline like the full image: huggingface_hub is installed (a base dependency), but nothing is ever fetched
+# at run time, and its cache would sit under /tmp on a read-only root anyway.
 ENV PATH=/opt/tiergate/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     TIERGATE_CONFIG=/app/config/openai.yaml \
     TIERGATE_SERVER__HOST=0.0.0.0 \
     TIERGATE_SERVER__PORT=8000 \
+    HF_HOME=/tmp/huggingface \
+    HF_HUB_OFFLINE=1 \
     MPLCONFIGDIR=/tmp/matplotlib
 
 WORKDIR /app
