@@ -69,7 +69,7 @@ if [[ $BASE_IMAGE == "$STAND_IN" ]] && ! podman image exists "$STAND_IN"; then
   rm -rf "$WORK/rootfs/var/cache/apt/archives/"*.deb "$WORK/rootfs/var/lib/apt/lists/"* \
     "$WORK/rootfs/usr/share/doc/"* "$WORK/rootfs/usr/share/man/"* "$WORK/rootfs/debootstrap"
   tar --numeric-owner -C "$WORK/rootfs" -c . \
-    | podman import --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' - "$STAND_IN" >/dev/null
+    | podman import -q --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' - "$STAND_IN" >/dev/null
   rm -rf "$WORK/rootfs"
 fi
 podman image exists "$BASE_IMAGE" || die "base image $BASE_IMAGE is not in local storage (podman pull it)"
@@ -119,7 +119,7 @@ cleanup() { podman rm -f -t 0 "$GW" >/dev/null 2>&1 || true; podman rm -f -t 0 "
 trap cleanup EXIT
 
 probe() {  # probe IMAGE: fake upstream + the image's own CMD on config/openai.yaml, on a loopback port
-  local image=$1 port code i answer headers
+  local image=$1 port code i answer headers logs
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   cleanup
   # The fake upstream listens on 127.0.0.1:9000 inside its network namespace; the gateway joins that
@@ -152,7 +152,9 @@ probe() {  # probe IMAGE: fake upstream + the image's own CMD on config/openai.y
   fi
   grep -q '"content":"Hello from the fake upstream."' <<< "$answer" || die "$image: unexpected body: $answer"
   say "$image: routed chat request 200 ($(grep -i -E '^x-tiergate-(tier|score|reason):' "$headers" | tr -d '\r' | tr '\n' ' '))"
-  podman logs "$GW" 2>&1 | grep -q 'onnx runtime' || die "$image: the router did not start on ONNX Runtime"
+  # Read the whole log first: `podman logs | grep -q` fails under pipefail when grep stops reading early.
+  logs=$(timeout 30 podman logs "$GW" 2>&1)
+  grep -q 'router builtin: onnx runtime' <<< "$logs" || die "$image: the router did not start on ONNX Runtime: $logs"
   timeout 30 podman healthcheck run "$GW" >/dev/null || die "$image: HEALTHCHECK failed"
   say "$image: router on ONNX Runtime, HEALTHCHECK passes"
   timeout 60 podman stop -t 40 "$GW" >/dev/null 2>>"$WORK/podman.log"
@@ -169,7 +171,8 @@ grep -q "No module named 'torch'" <<< "$out" || die "unexpected output of 'impor
 say "$SLIM: import torch fails (No module named 'torch')"
 probe "$SLIM"
 if (( FULL_TOO )); then
-  version=$(timeout 120 podman run --rm --network none "$FULL" python -c 'import torch; print(torch.__version__)')
+  version=$(timeout 120 podman run --rm --network none "$FULL" python -c 'import torch; print(torch.__version__)' \
+    2>>"$WORK/podman.log")
   say "$FULL: torch $version"
   probe "$FULL"
 fi
