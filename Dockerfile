@@ -36,6 +36,8 @@ RUN python -m venv /opt/tiergate \
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY routers ./routers
+# gateway/profiles links to config/: the profiles go into the package as data.
+COPY config ./config
 # A regular (non-editable) install of the project alone: its dependencies are already in place.
 RUN pip install --no-cache-dir --no-deps .
 
@@ -72,6 +74,7 @@ RUN python -m venv /opt/tiergate \
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY routers ./routers
+COPY config ./config
 RUN pip install --no-cache-dir --no-deps ./ \
  && ! python -c "import torch" 2>/dev/null
 
@@ -85,12 +88,16 @@ COPY --from=slim-build /opt/tiergate /opt/tiergate
 COPY config /app/config
 
 # Only profiles whose tiers are HTTP backends run here (openai, phi3 against a server, bench/demo fakes).
+# Offline like the full image: huggingface_hub is installed (a base dependency), but nothing is ever fetched
+# at run time, and its cache would sit under /tmp on a read-only root anyway.
 ENV PATH=/opt/tiergate/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     TIERGATE_CONFIG=/app/config/openai.yaml \
     TIERGATE_SERVER__HOST=0.0.0.0 \
     TIERGATE_SERVER__PORT=8000 \
+    HF_HOME=/tmp/huggingface \
+    HF_HUB_OFFLINE=1 \
     MPLCONFIGDIR=/tmp/matplotlib
 
 WORKDIR /app
