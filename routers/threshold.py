@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -38,6 +38,24 @@ def realised_share(scores: Sequence[float], threshold: float) -> float:
 GAIN = 30.0
 
 
+class ShareWindow:
+    """Which of the last ``size`` routed requests went large: the realised large share, kept in O(1) per request."""
+
+    def __init__(self, size: int, decisions: Iterable[bool] = ()) -> None:
+        self.decisions: deque[bool] = deque(decisions, maxlen=size)
+        self.large = sum(self.decisions)
+
+    def add(self, large: bool) -> None:
+        if len(self.decisions) == self.decisions.maxlen:
+            self.large -= self.decisions[0]
+        self.decisions.append(large)
+        self.large += large
+
+    def share(self) -> float | None:
+        """Share of the window that went large; None before any request."""
+        return self.large / len(self.decisions) if self.decisions else None
+
+
 class ShareController:
     """Keeps the share of recent requests sent large near ``target`` by tracking the score quantile.
 
@@ -57,8 +75,7 @@ class ShareController:
         self.window = window
         self._initial = initial_threshold
         self._scores: deque[float] = deque(maxlen=max(20, window // 10))
-        self._decisions: deque[bool] = deque(maxlen=window)
-        self._large = 0
+        self.decisions = ShareWindow(window)
         self._threshold: float | None = None
 
     def threshold(self) -> float:
@@ -78,17 +95,14 @@ class ShareController:
     def observe(self, score: float) -> bool:
         """Record one request's score and whether the current threshold sent it large; returns that."""
         large = score >= self.threshold()
-        if len(self._decisions) == self._decisions.maxlen:
-            self._large -= self._decisions[0]
-        self._decisions.append(large)
-        self._large += large
+        self.decisions.add(large)
         self._scores.append(score)
         self._threshold = None
         return large
 
     def realised_share(self) -> float:
         """Share of the window's decisions that went large (0.0 before any request)."""
-        return self._large / len(self._decisions) if self._decisions else 0.0
+        return self.decisions.share() or 0.0
 
 
 def first_threshold(*candidates: float | None) -> float:

@@ -9,7 +9,7 @@ from collections import deque
 from redis.asyncio import Redis
 
 from gateway.shared_state.base import SharedStateUnavailable, Shield
-from routers.threshold import ShareController
+from routers.threshold import ShareController, ShareWindow
 
 log = logging.getLogger("tiergate.shared_state")
 
@@ -71,8 +71,7 @@ class SharedShareController(ShareController):
         pending_scores = [float(s) for s in shared_scores] + self._new_scores
         pending_decisions = [int(d) for d in shared_decisions] + self._new_decisions
         self._scores = deque(pending_scores, maxlen=score_cap)
-        self._decisions = deque((bool(d) for d in pending_decisions), maxlen=self.window)
-        self._large = sum(self._decisions)
+        self.decisions = ShareWindow(self.window, (bool(d) for d in pending_decisions))
         self._threshold = None
 
     def start(self) -> None:

@@ -17,6 +17,7 @@ from gateway.backends.base import Backend, QueuedBackend
 from gateway.telemetry.catalog import FAMILIES, SPECS, build, collected
 from routers.base import TIERS, Reason, Router, Tier
 from routers.capabilities import Checkpointed, QueueReporter
+from routers.threshold import ShareWindow
 
 if TYPE_CHECKING:
     from gateway.settings import RoutingSettings
@@ -127,10 +128,7 @@ class GatewayMetrics:
         self.tiers: dict[str | None, TierSeries] = {
             tier: TierSeries(self, tier, backend.name, backend.model) for tier, backend in service.backends.items()}
         # The realised large share over the last share_window routed requests (when no controller keeps one).
-        self._window = [0] * service.routing.share_window
-        self._window_pos = 0
-        self._window_seen = 0
-        self._window_large = 0
+        self._window = ShareWindow(service.routing.share_window)
         self.registry.register(self)
 
     @property
@@ -178,7 +176,7 @@ class GatewayMetrics:
             if decision.score is not None:
                 self.score.observe(decision.score)
             if decision.reason != "explicit_model":
-                self._observe_share(decision.tier == "large")
+                self._window.add(decision.tier == "large")
 
     def _series(self, outcome: RequestOutcome) -> TierSeries:
         key = f"{outcome.tier}|{outcome.backend}|{outcome.model}"
@@ -188,20 +186,11 @@ class GatewayMetrics:
                                                   outcome.model or NONE)
         return series
 
-    def _observe_share(self, large: bool) -> None:
-        window = self._window
-        self._window_large += int(large) - window[self._window_pos]
-        window[self._window_pos] = int(large)
-        self._window_pos = (self._window_pos + 1) % len(window)
-        self._window_seen += 1
-
     def realised_share(self) -> float | None:
         controller = self.service.share_controller
         if controller is not None:
             return float(controller.realised_share())
-        if not self._window_seen:
-            return None
-        return self._window_large / min(self._window_seen, len(self._window))
+        return self._window.share()
 
     def describe(self) -> Iterable[Metric]:
         return []

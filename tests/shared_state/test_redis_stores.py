@@ -158,10 +158,10 @@ async def test_share_controllers_on_one_redis_steer_on_one_window(redis: Redis) 
     await one.sync()
     assert two.realised_share() == 0.0
     await two.sync()
-    assert two.realised_share() == one.realised_share() > 0 and len(two._decisions) == 40
+    assert two.realised_share() == one.realised_share() > 0 and len(two.decisions.decisions) == 40
     for _ in range(40):
         two.observe(0.1)
     await two.sync()
     await one.sync()
-    assert one.realised_share() == pytest.approx(one._large / 80) and len(one._decisions) == 80
+    assert one.realised_share() == pytest.approx(one.decisions.large / 80) and len(one.decisions.decisions) == 80
     assert one.threshold() == two.threshold()
