@@ -39,10 +39,11 @@ def transport_error(exc: BaseException, backend: str) -> UpstreamError:
 TRANSPORT_ERRORS = (aiohttp.ClientError, ConnectionError)
 
 
-def client_timeout(timeout: Timeouts) -> aiohttp.ClientTimeout:
+def client_timeout(timeout: Timeouts, total: float | None = None) -> aiohttp.ClientTimeout:
     """httpx-style limits on aiohttp: ``pool`` bounds getting a connection (waiting for a free one included),
-    ``connect`` opening a new one, ``read`` each read. aiohttp has no write timeout: ``total`` bounds it."""
-    return aiohttp.ClientTimeout(total=None, connect=timeout.pool, sock_connect=timeout.connect,
+    ``connect`` opening a new one, ``read`` each read, ``total`` the whole exchange. aiohttp has no write
+    timeout: ``total`` bounds it."""
+    return aiohttp.ClientTimeout(total=total, connect=timeout.pool, sock_connect=timeout.connect,
                                  sock_read=timeout.read)
 
 
@@ -73,6 +74,9 @@ class OpenAIHTTPBackend:
         self._session: aiohttp.ClientSession | None = None
         self._total = settings.timeout.total
         self._stream_total = settings.timeout.stream_total
+        # A JSON answer within ``total``, left to aiohttp's own timer (a stream's bounds are its own: Deadlines).
+        self._json_timeout = client_timeout(settings.timeout, settings.timeout.total)
+        self._stream_timeout = client_timeout(settings.timeout)
         self._headers = {"content-type": "application/json", "accept": "application/json"}
         if settings.api_key_env:
             self._headers["authorization"] = f"Bearer {os.environ.get(settings.api_key_env, '')}"
@@ -98,11 +102,11 @@ class OpenAIHTTPBackend:
         return self._headers
 
     async def _send(self, path: str, body: dict[str, Any], client_headers: dict[str, str] | None,
-                    model: str | None) -> aiohttp.ClientResponse:
+                    model: str | None, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
         content = orjson.dumps({**body, "model": model or self.upstream_model})
         try:
             response = await self.session.post(self._base + path, data=content,
-                                               headers=self._headers_for(client_headers))
+                                               headers=self._headers_for(client_headers), timeout=timeout)
         except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, self.name) from exc
         if response.status >= 400:
@@ -146,10 +150,9 @@ class OpenAIHTTPBackend:
         """POST ``body`` to ``{base_url}{path}`` (``model`` replaced by ``model`` or the upstream model name)
         and return the JSON object answered."""
         try:
-            async with asyncio.timeout(self._total):
-                response = await self._send(path, body, client_headers, model)
-                raw = await self._read(response, self.settings.max_response_bytes)
-        except TimeoutError:
+            response = await self._send(path, body, client_headers, model, self._json_timeout)
+            raw = await self._read(response, self.settings.max_response_bytes)
+        except TimeoutError:  # aiohttp's total timer (its socket timeouts are ClientErrors, mapped on the way)
             raise UpstreamTimeoutError(f"upstream {self.name} did not answer within {self._total:g} s") from None
         try:
             answer = orjson.loads(raw)
@@ -175,7 +178,7 @@ class OpenAIHTTPBackend:
         first_by = None if self._total is None else loop.time() + self._total
         try:
             async with asyncio.timeout_at(first_by):
-                response = await self._send(path, body, client_headers, model)
+                response = await self._send(path, body, client_headers, model, self._stream_timeout)
         except TimeoutError:
             raise UpstreamTimeoutError(f"upstream {self.name} did not answer within {self._total:g} s") from None
         try:
