@@ -48,20 +48,19 @@ class Steering:
         if forced and pinned is not None and pinned in self.backends:
             self.require(pinned, needs, self.backends[pinned].model)
             return RouteDecision(pinned, "sticky")
-        decision = await self._sticky_or_scored(body, headers, outcome, pinned)
-        decision = self._capable(decision, needs)
         key = conversation_key(body, headers, self.settings)
+        decision = await self._sticky_or_scored(body, headers, outcome, pinned, key)
+        decision = self._capable(decision, needs)
         if key is not None:
             await self.pins.put(key, decision.tier, self.settings.ttl_s)
         return decision
 
     async def _sticky_or_scored(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome,
-                                pinned: Tier | None) -> RouteDecision:
+                                pinned: Tier | None, key: str | None) -> RouteDecision:
         for call_id in answered_tool_calls(body.get("messages")):
             tier = _tier(await self.pins.get(tool_key(call_id)))
             if tier is not None and tier in self.backends:
                 return RouteDecision(tier, "sticky")
-        key = conversation_key(body, headers, self.settings)
         if key is not None:
             found = _tier(await self.pins.get(key))
             pinned = "large" if "large" in (found, pinned) else (found or pinned)
