@@ -173,7 +173,7 @@ def run_report(args: argparse.Namespace, out: TextIO | None = None) -> int:
     prices = PriceTable.from_settings(settings if settings is not None else Settings(tiers={}))
     try:
         periods = _read_periods(args, settings, prices)
-    except (OSError, ValueError) as exc:  # httpx's errors are not OSErrors: see _read_periods
+    except (OSError, ValueError) as exc:  # urllib's errors are OSErrors
         print(f"tiergate report: {exc}", file=sys.stderr)
         return 2
     if not periods or not any(p.requests for p in periods):
@@ -190,11 +190,12 @@ def run_report(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def _read_periods(args: argparse.Namespace, settings: Settings | None, prices: PriceTable) -> list[Period]:
     if args.metrics_url:
-        import httpx
+        from urllib.request import urlopen
 
         try:
-            text = httpx.get(args.metrics_url, timeout=10).raise_for_status().text
-        except httpx.HTTPError as exc:
+            with urlopen(args.metrics_url, timeout=10) as answer:  # an HTTP error status raises HTTPError
+                text = answer.read().decode("utf-8")
+        except OSError as exc:
             raise OSError(f"cannot scrape {args.metrics_url}: {exc}") from None
         return [period_from_metrics(text, prices, small_model(settings, []))]
     records, bad = read_log(Path(p) for p in args.log)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +119,36 @@ def test_a_missing_log_is_an_error_message_not_a_traceback(tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", "--log", str(tmp_path / "absent.jsonl")]) == 2
     assert "absent.jsonl" in capsys.readouterr().err
+
+
+def test_report_scrapes_a_metrics_url_and_says_why_when_it_cannot(capsys: pytest.CaptureFixture[str]) -> None:
+    metrics, accountant = make()
+    for tier in ("small", "large"):
+        answered(accountant, tier, prompt_tokens=1000, completion_tokens=1000)
+    text = metrics.exposition()
+
+    class Metrics(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+            status, body = (200, text) if self.path == "/metrics" else (404, b"no")
+            self.send_response(status)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        out = io.StringIO()
+        args = build_parser().parse_args(["report", "--metrics-url", base + "/metrics"])
+        assert run_report(args, out) == 0 and "small" in out.getvalue()
+        missing = build_parser().parse_args(["report", "--metrics-url", base + "/absent"])
+        assert run_report(missing, io.StringIO()) == 2
+        assert "cannot scrape" in capsys.readouterr().err
+    finally:
+        server.shutdown()
+        server.server_close()
