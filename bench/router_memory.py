@@ -41,14 +41,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def memory_kib(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of one process, in KiB."""
+def memory_kib(pid: int) -> tuple[int, int, int]:
+    """(VmRSS, VmHWM, RssFile) of one process, in KiB; RssFile counts mapped files (libraries, router weights)."""
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
+        if key in ("VmRSS", "VmHWM", "RssFile"):
             fields[key] = int(value.split()[0])
-    return fields["VmRSS"], fields["VmHWM"]
+    return fields["VmRSS"], fields["VmHWM"], fields["RssFile"]
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], limit_s: float = 120.0) -> float:
@@ -95,14 +95,14 @@ def measure(name: str, routing: dict[str, Any], upstream: str, args: argparse.Na
     try:
         startup = wait_ready(url, process)
         time.sleep(1.0)
-        idle, _ = memory_kib(process.pid)
+        idle, _, idle_file = memory_kib(process.pid)
         asyncio.run(drive(url, args.requests, args.concurrency))
-        after, peak = memory_kib(process.pid)
+        after, peak, _ = memory_kib(process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
-    return {"variant": name, "startup_s": startup, "idle_mib": idle / 1024, "after_mib": after / 1024,
-            "peak_mib": peak / 1024}
+    return {"variant": name, "startup_s": startup, "idle_mib": idle / 1024, "idle_mb": idle * 1.024 / 1000,
+            "idle_file_mib": idle_file / 1024, "after_mib": after / 1024, "peak_mib": peak / 1024}
 
 
 def main() -> None:
@@ -130,15 +130,17 @@ def main() -> None:
     finally:
         upstream.send_signal(signal.SIGTERM)
         upstream.wait(timeout=30)
-    print("\n| router | startup s (median) | idle RSS MiB | RSS after load MiB | peak RSS MiB |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("\n| router | startup s (median) | idle RSS MB | idle RSS MiB | of it mapped files MiB | RSS after load MiB |"
+          " peak RSS MiB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in args.variants:
         mine = [r for r in rows if r["variant"] == name]
 
         def med(key: str, rows_: list[dict[str, Any]] = mine) -> float:
             return statistics.median(r[key] for r in rows_)
 
-        memory = " | ".join(f"{med(key):.0f}" for key in ("idle_mib", "after_mib", "peak_mib"))
+        keys = ("idle_mb", "idle_mib", "idle_file_mib", "after_mib", "peak_mib")
+        memory = " | ".join(f"{med(key):.0f}" for key in keys)
         print(f"| {name} | {med('startup_s'):.2f} | {memory} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")

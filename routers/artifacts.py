@@ -9,6 +9,8 @@ from typing import Any
 BUILTIN = "builtin"
 METADATA_FILE = "metadata.json"
 ONNX_FILE = "model.int8.onnx"
+# The graph's large weights, beside it: ONNX Runtime maps this file instead of copying it (about 11 MiB less RSS).
+ONNX_DATA_FILE = "model.int8.onnx.data"
 TOKENIZER_FILE = "tokenizer.json"
 
 
@@ -33,6 +35,9 @@ def write_metadata(out: Path, meta: dict[str, Any]) -> None:
 
 
 def onnx_export_of(directory: Path) -> tuple[Path, Path] | None:
-    """The checkpoint's ONNX graph and ``tokenizer.json`` when both exist (written by ``export_onnx``)."""
+    """The checkpoint's ONNX graph and ``tokenizer.json`` when both exist (written by ``export_onnx``).
+
+    The graph names its weights file (``ONNX_DATA_FILE``) itself; a missing one fails at load, with the path.
+    """
     model, tokenizer = directory / ONNX_FILE, directory / TOKENIZER_FILE
     return (model, tokenizer) if model.is_file() and tokenizer.is_file() else None

@@ -39,7 +39,7 @@ def _trimmer() -> Callable[[], None]:
     """glibc's ``malloc_trim(0)``: hands freed heap back to the OS (about 5 ms after a large batch); else a no-op."""
     name = ctypes.util.find_library("c")
     libc = ctypes.CDLL(name) if name else None
-    trim = getattr(libc, "malloc_trim", None)
+    trim = getattr(libc, "malloc_trim", None)  # a C library symbol: glibc has it, musl does not
     if trim is None:
         return lambda: None
 

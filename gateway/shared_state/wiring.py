@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import APIRouter, Request
-from redis.asyncio import Redis
 from starlette.responses import Response
 
 from gateway.accounting import RequestOutcome
@@ -19,13 +18,14 @@ from gateway.settings import Settings
 from gateway.shared_state.base import PinStore, Shield
 from gateway.shared_state.budgets import BudgetGate
 from gateway.shared_state.key_metrics import KeyMetrics
-from gateway.shared_state.limiter import RedisRateLimiter
-from gateway.shared_state.pins import RedisPinStore
-from gateway.shared_state.redis_client import connect
-from gateway.shared_state.share import SharedShareController
-from gateway.shared_state.spend import MemorySpendStore, RedisSpendStore
+from gateway.shared_state.spend import MemorySpendStore
 from routers.base import RouteDecision
 from routers.threshold import first_threshold
+
+if TYPE_CHECKING:  # the Redis-backed modules import redis (about 20 MiB of RSS): only state.backend redis loads them
+    from redis.asyncio import Redis
+
+    from gateway.shared_state.share import SharedShareController
 
 log = logging.getLogger("tiergate.shared_state")
 
@@ -44,6 +44,11 @@ class SharedState:
         self.shield: Shield | None = None
         fail_open = cfg.on_failure == "fail_open"
         if cfg.backend == "redis":
+            from gateway.shared_state.limiter import RedisRateLimiter
+            from gateway.shared_state.pins import RedisPinStore
+            from gateway.shared_state.redis_client import connect
+            from gateway.shared_state.spend import RedisSpendStore
+
             self.redis = connect(cfg)
             shield = self.shield = Shield(cfg.timeout_s, cfg.breaker)
             self.metrics = KeyMetrics(names + list(settings.budgets.keys),
@@ -69,6 +74,8 @@ class SharedState:
         routing = self.settings.routing
         if self.redis is None or self.shield is None or routing.target_large_share is None:
             return None
+        from gateway.shared_state.share import SharedShareController
+
         self.share = SharedShareController(
             self.redis, self.shield, self.settings.state.key_prefix, routing.target_large_share,
             routing.share_window, first_threshold(routing.threshold), self.settings.state.share_sync_s)
@@ -94,9 +101,11 @@ class SharedState:
             await self.share.aclose()
         if self.budgets is not None:
             await self.budgets.flush()
-        if isinstance(self.limiter, RedisRateLimiter):
-            await self.limiter.flush()
         if self.redis is not None:
+            from gateway.shared_state.limiter import RedisRateLimiter
+
+            if isinstance(self.limiter, RedisRateLimiter):
+                await self.limiter.flush()
             await self.redis.aclose()
 
     def api(self) -> APIRouter:

@@ -1,10 +1,19 @@
 """Export a router checkpoint to one ONNX graph (encoder, pooling, head, probability) with 8-bit weights.
 
-Why weight-only 8 bits and not ONNX Runtime's dynamic int8 quantisation: dynamic quantisation also rounds
-every activation to 8 bits per tensor, which moved the shipped default's scores by up to 0.15 (mean 0.03)
-on held-out prompts; its threshold sits where a 0.01 shift moves about 4% of traffic. Weights in 8 bits
-per block of 32 (``MatMulNBits``) and word embeddings in 8 bits per row keep the graph at about 19 MB and
-the scores within 0.01 of the fp32 model (tests/unit/test_router_onnx.py, bench/RESULTS.md).
+The recipe, each step chosen by measurement (bench/RESULTS.md, issue 17):
+
+1. TorchScript export with eager attention: its pattern is the one ONNX Runtime's transformer optimizer knows.
+2. That optimizer fuses LayerNorm with the residual add (``SkipLayerNormalization``), bias with GELU
+   (``BiasGelu``) and the attention core (``MultiHeadAttention``, which leaves the Q, K and V projections as
+   MatMuls so their weights go 8-bit too, unlike the packed fp32 weight of its ``Attention`` op). Done in
+   fp32, before quantisation, because quantised MatMuls no longer match its patterns.
+3. MatMul weights to 8 bits per block of 32 (``MatMulNBits``) computed in int8 (``accuracy_level`` 4): the
+   activations are rounded per block of 32 values of each token, not per tensor. ONNX Runtime's dynamic
+   int8 quantisation rounds each activation tensor with one scale, which moved the shipped default's scores
+   by up to 0.1 on held-out prompts (0.05 even with SmoothQuant-style scales); its threshold sits where a
+   0.01 shift moves about 4% of traffic. Word embeddings go 8-bit per row.
+4. Weights are stored beside the graph (``model.int8.onnx.data``), which ONNX Runtime memory-maps: the
+   embedding rows a deployment never sees are never read into memory.
 """
 
 from __future__ import annotations
@@ -23,13 +32,24 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from routers.artifacts import BUILTIN, ONNX_FILE, TOKENIZER_FILE, checkpoint_dir, read_metadata, write_metadata
+from routers.artifacts import (
+    BUILTIN,
+    ONNX_DATA_FILE,
+    ONNX_FILE,
+    TOKENIZER_FILE,
+    checkpoint_dir,
+    read_metadata,
+    write_metadata,
+)
 from routers.checkpoint import load_checkpoint
 from routers.errors import ClassifierError
 
 OPSET = 17
 BLOCK_SIZE = 32
-ACCURACY_LEVEL: int | None = None
+# int8 compute over per-block int8 activations: 1.3x to 1.5x faster than fp32 compute at the same parity.
+ACCURACY_LEVEL: int | None = 4
+# Tensors at least this large go into ONNX_DATA_FILE (all MatMul weights and the embeddings).
+EXTERNAL_MIN_BYTES = 1024
 # Gathers over tables at least this large (the word embeddings, not position or type embeddings) go 8-bit.
 EMBEDDING_MIN_ELEMENTS = 65_536
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -64,11 +84,57 @@ def _quiet_exporters() -> Iterator[None]:
         quantizer_log.setLevel(level)
 
 
+def _pretrained(model: nn.Module) -> Any:
+    """The outermost transformers model inside ``model`` (the encoder of a pooled checkpoint), or None."""
+    from transformers import PreTrainedModel
+
+    return next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+
+
+def _eager_attention(model: nn.Module) -> None:
+    """Export the plain softmax(QK^T)V pattern, not SDPA's masked one, which the fusions below do not match."""
+    encoder = _pretrained(model)
+    setter = getattr(encoder, "set_attn_implementation", None)  # transformers' API, missing in older releases
+    if setter is not None:
+        with contextlib.suppress(ValueError, ImportError):  # a model without eager attention keeps its own
+            setter("eager")
+
+
+def encoder_shape(model: nn.Module) -> tuple[int, int]:
+    """``(num_heads, hidden_size)`` of the checkpoint's encoder, for the attention fusion; (0, 0) if unknown."""
+    # A transformers config (not ours): architectures name these fields differently or not at all.
+    config = getattr(_pretrained(model), "config", None)
+    return int(getattr(config, "num_attention_heads", 0) or 0), int(getattr(config, "hidden_size", 0) or 0)
+
+
+def fuse(fp32: Path, out: Path, num_heads: int, hidden_size: int) -> dict[str, int]:
+    """ONNX Runtime's BERT fusions on the fp32 graph (see the module docstring); returns the fused op counts.
+
+    Embedding + LayerNorm stays unfused so the word embeddings remain a plain ``Gather`` that goes 8-bit.
+    Only the graph is rewritten (``opt_level=0``): the session applies its own optimisations at load.
+    """
+    import onnx
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    options = FusionOptions("bert")
+    options.enable_embed_layer_norm = False
+    options.use_multi_head_attention = True
+    with _quiet_exporters():
+        optimized = optimize_model(
+            str(fp32), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
+            optimization_options=options, opt_level=0,
+        )
+    onnx.save(optimized.model, str(out))
+    return {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
+
+
 def export_fp32(model: nn.Module, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
     """The whole scoring graph in fp32 with dynamic batch and sequence axes."""
     sample = tokenizer(["hello", "prove that there are infinitely many primes"], padding=True, return_tensors="pt")
     graph = ScoreGraph(model)
     graph.train(False)
+    _eager_attention(model)
     axes = {"batch": 0, "sequence": 1}
     dynamic = {name: {i: axis for axis, i in axes.items()} for name in INPUT_NAMES}
     with _quiet_exporters(), torch.inference_mode():
@@ -146,8 +212,23 @@ def quantize_weights(
     model = quantizer.model.model
     quantize_embeddings(model, embedding_min_elements)
     onnx.checker.check_model(model)
-    onnx.save(model, str(out))
+    save_with_weights_beside(model, out)
     return max(int(op.version) for op in model.opset_import if op.domain in ("", "ai.onnx"))
+
+
+def save_with_weights_beside(model: Any, out: Path) -> Path:
+    """Write ``out`` and its weights file ``ONNX_DATA_FILE`` (replaced, never appended to); returns the latter."""
+    import onnx
+
+    data = out.parent / ONNX_DATA_FILE
+    data.unlink(missing_ok=True)  # onnx appends to an existing weights file
+    onnx.save(
+        model, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
+        location=ONNX_DATA_FILE, size_threshold=EXTERNAL_MIN_BYTES, convert_attribute=False,
+    )
+    if data.exists():
+        data.chmod(0o644)  # onnx creates it private; it ships like the graph
+    return data
 
 
 def _sha256(file: Path) -> str:
@@ -158,7 +239,7 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
     """The Rust tokenizer as ``tokenizer.json``: padding to the longest in a batch, truncation set at load."""
     from tokenizers import Tokenizer
 
-    backend = getattr(tokenizer, "backend_tokenizer", None)
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # only transformers' fast tokenizers have one
     if backend is None:
         raise ClassifierError(f"{type(tokenizer).__name__} has no fast (Rust) tokenizer to export")
     rust = Tokenizer.from_str(backend.to_str())
@@ -179,9 +260,10 @@ def export_onnx(checkpoint: str | Path, out_dir: Path | None = None) -> Path:
     model, tokenizer, meta = load_checkpoint(BUILTIN if str(checkpoint) == BUILTIN else str(source))
     graph = target / ONNX_FILE
     with tempfile.TemporaryDirectory(prefix="tiergate-onnx-") as tmp:
-        fp32 = Path(tmp) / "model.fp32.onnx"
+        fp32, fused = Path(tmp) / "model.fp32.onnx", Path(tmp) / "model.fused.onnx"
         export_fp32(model, tokenizer, fp32)
-        opset = quantize_weights(fp32, graph)
+        fusions = fuse(fp32, fused, *encoder_shape(model))
+        opset = quantize_weights(fused, graph)
     save_tokenizer(tokenizer, target / TOKENIZER_FILE)
     import onnxruntime
 
@@ -189,7 +271,13 @@ def export_onnx(checkpoint: str | Path, out_dir: Path | None = None) -> Path:
         "file": ONNX_FILE,
         "tokenizer": TOKENIZER_FILE,
         "sha256": _sha256(graph),
-        "quantize": f"MatMul weights int8 per block of {BLOCK_SIZE} (MatMulNBits), word embeddings int8 per row",
+        "data": ONNX_DATA_FILE,
+        "data_sha256": _sha256(target / ONNX_DATA_FILE) if (target / ONNX_DATA_FILE).exists() else None,
+        "fused": fusions,
+        "quantize": (
+            f"MatMul weights int8 per block of {BLOCK_SIZE} (MatMulNBits, accuracy_level {ACCURACY_LEVEL}: "
+            "int8 compute over activations rounded per block), embeddings int8 per row"
+        ),
         "opset": opset,
         "exported_with": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
     }

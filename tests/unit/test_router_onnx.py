@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from routers.artifacts import ONNX_FILE, TOKENIZER_FILE, builtin_dir, read_metadata
+from routers.artifacts import ONNX_DATA_FILE, ONNX_FILE, TOKENIZER_FILE, builtin_dir, read_metadata
 from routers.classifier import EncoderScorer
 from routers.errors import ClassifierError
 from routers.onnx_classifier import OnnxScorer
@@ -61,10 +62,42 @@ def test_export_round_trip_scores_like_torch(tiny: Path) -> None:
     assert onnx.score_batch([]) == []
 
 
+def test_export_fuses_the_encoder_and_keeps_its_8_bit_weights_beside_the_graph(tiny: Path) -> None:
+    import onnx
+
+    graph = export_onnx(str(tiny))
+    fused = read_metadata(tiny)["onnx"]["fused"]
+    assert fused["MultiHeadAttention"] == 2 and fused["SkipLayerNormalization"] == 4 and fused["BiasGelu"] == 2
+    model = onnx.load(str(graph), load_external_data=False)
+    ops = [node.op_type for node in model.graph.node]
+    assert "MatMul" not in ops and ops.count("MatMulNBits") == 12  # Q, K, V, output and both FFN, 2 layers
+    levels = {a.i for node in model.graph.node if node.op_type == "MatMulNBits" for a in node.attribute
+              if a.name == "accuracy_level"}
+    assert levels == {4}
+    stored = {t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL}
+    assert any("word_embeddings" in name for name in stored)
+    assert graph.stat().st_size < (tiny / ONNX_DATA_FILE).stat().st_size
+
+
+def test_a_re_export_replaces_the_weights_file_instead_of_growing_it(tiny: Path) -> None:
+    export_onnx(str(tiny))
+    first = (tiny / ONNX_DATA_FILE).read_bytes()
+    export_onnx(str(tiny))
+    assert (tiny / ONNX_DATA_FILE).read_bytes() == first
+    assert read_metadata(tiny)["onnx"]["data_sha256"] == hashlib.sha256(first).hexdigest()
+
+
+def test_a_missing_weights_file_is_a_clear_error(tiny: Path) -> None:
+    export_onnx(str(tiny))
+    (tiny / ONNX_DATA_FILE).unlink()
+    with pytest.raises(ClassifierError, match="cannot load the ONNX router"):
+        OnnxScorer.load(str(tiny))
+
+
 def test_export_into_another_directory_leaves_the_checkpoint_alone(tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "exported"
     export_onnx(str(tiny), out)
-    assert not (tiny / ONNX_FILE).exists() and (out / ONNX_FILE).is_file()
+    assert not (tiny / ONNX_FILE).exists() and (out / ONNX_FILE).is_file() and (out / ONNX_DATA_FILE).is_file()
 
 
 def test_auto_runtime_falls_back_to_torch_with_a_log_line(tiny: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -109,6 +142,7 @@ def test_unknown_runtime_is_refused() -> None:
 
 def test_shipped_default_ships_its_onnx_export() -> None:
     assert (builtin_dir() / ONNX_FILE).is_file() and (builtin_dir() / TOKENIZER_FILE).is_file()
+    assert (builtin_dir() / ONNX_DATA_FILE).stat().st_size < 25_000_000
     assert choose_runtime("builtin") == "onnx"
 
 
