@@ -54,7 +54,7 @@ def check_request(body: dict[str, Any], limits: LimitSettings) -> int:
             f"too many messages: {len(messages)} (at most {limits.max_messages})", param="messages",
             code="too_many_messages")
     for param, value in body.items():
-        if too_deep(value, limits.max_depth):
+        if isinstance(value, (dict, list)) and too_deep(value, limits.max_depth):
             raise InvalidRequestError(f"'{param}' is nested more than {limits.max_depth} levels deep", param=param)
     messages = messages if isinstance(messages, list) else []
     chars = message_chars(messages)

@@ -152,7 +152,8 @@ async def json_endpoint(request: Request, respond: Callable[[JSONCall], Awaitabl
     """The frame of every JSON POST endpoint: the outcome opened (in flight until finished), the content type
     checked, the body read under its size cap and parsed, then ``respond`` run under :func:`one_outcome`."""
     state: GatewayState = request.app.state.gateway
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    # ASGI header names are lower-case already; a repeated header keeps its last value.
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
     rid = request_id(headers)
     outcome = state.accountant.open(rid)
 

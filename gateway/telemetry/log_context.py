@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Iterable
 from contextvars import ContextVar
 
@@ -19,7 +20,7 @@ def request_id(headers: dict[str, str]) -> str:
     given = headers.get("x-request-id", "")
     if 0 < len(given) <= 128 and given.isascii() and given.isprintable():
         return given
-    return os.urandom(16).hex()  # uuid4's 128 random bits, without building a UUID object
+    return f"{random.getrandbits(128):032x}"  # 128 random bits like uuid4's, without a system call per request
 
 
 class RequestContextFilter(logging.Filter):
