@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from gateway.accounting import Accountant, OutcomeSink
 from gateway.admin import build_admin_api, install_sighup
@@ -132,16 +133,18 @@ def create_app(
 
     # FastAPI's own OpenTelemetry hooks are off: Prometheus metrics and request logs cover each request, and the
     # hooks cost a tracer lookup per request even with no tracer configured.
-    app = TiergateApp(title="Tiergate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+    # The chat endpoint's own chain: the same guard and host check the full stack below gets.
+    hosts = allowed_hosts(settings, guard.authenticator.enabled)
+    chat: ASGIApp = GuardMiddleware(ChatCompletions(), guard, accountant)
+    if hosts:
+        chat = HostCheckMiddleware(chat, hosts)
+    app = TiergateApp(chat, title="Tiergate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                       telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.gateway = state
     app.state.metrics_registry = observability.metrics.registry  # the worker supervisor exports it
     app.add_middleware(GuardMiddleware, guard=guard, accountant=accountant)
-    app.chat = GuardMiddleware(ChatCompletions(), guard, accountant)
-    hosts = allowed_hosts(settings, guard.authenticator.enabled)
     if hosts:  # outside the guard: a forged Host is refused before authentication
         app.add_middleware(HostCheckMiddleware, allowed=hosts)
-        app.chat = HostCheckMiddleware(app.chat, hosts)
     log_context.install(log_context.upstream_secrets(settings))  # request ids on log lines; upstream keys redacted
     app.router.routes.insert(0, chat_route())  # first, and not inside an included router: the hot path
     app.include_router(build_api())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -15,11 +17,12 @@ class TiergateApp(FastAPI):
     request, none of which that endpoint needs (it turns every exception into its answer itself). Every other
     request, and the chat path's other methods (a 405), take the full stack."""
 
-    chat: ASGIApp | None = None
+    def __init__(self, chat: ASGIApp, **options: Any) -> None:
+        super().__init__(**options)
+        self.chat = chat
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.chat is not None and scope["type"] == "http" and scope["path"] == CHAT_PATH \
-                and scope["method"] == "POST":
+        if scope["type"] == "http" and scope["path"] == CHAT_PATH and scope["method"] == "POST":
             scope["app"] = self
             await self.chat(scope, receive, send)
             return
