@@ -89,42 +89,45 @@ class RouteDecider:
             threshold = parse_threshold(headers[THRESHOLD_HEADER], THRESHOLD_HEADER)
         overridden = threshold is not None
         threshold = self.base_threshold() if threshold is None else threshold
+        scored = await self._score(body, outcome)
+        if scored is None:  # the classifier is a dependency that may fail: the request still gets an answer
+            return RouteDecision(self.routing.fail_safe_tier, "classifier_error", None, threshold)
+        score, checkpoint = scored
+        if self.share_controller is not None and not overridden:
+            self.share_controller.observe(score)
+        return self.router.decide(score, threshold, checkpoint)  # a baseline names its own reason
+
+    async def _score(self, body: dict[str, Any], outcome: RequestOutcome) -> tuple[float, str | None] | None:
+        """The router's score and the checkpoint that gave it (when known); None when it could not score. The
+        time spent on it is ``outcome.routing_seconds``."""
         started = time.perf_counter()
-        fail_safe = RouteDecision(self.routing.fail_safe_tier, "classifier_error", None, threshold)
         if not self.router.reads_text:  # a baseline: no text to extract, no breaker or timeout to pay for
             try:
-                score = await self.router.score("")
+                return await self.router.score(""), None
             except Exception:
-                return fail_safe
+                return None
             finally:
                 outcome.routing_seconds = time.perf_counter() - started
-            if self.share_controller is not None and not overridden:
-                self.share_controller.observe(score)
-            return self.router.decide(score, threshold)
         try:
             # Outside the breaker: odd input must not let one client switch routing off for everyone.
             text = routing_text(body["messages"], include_system=self.routing.include_system_prompt)
         except Exception:
-            return fail_safe
+            return None
         if not self.classifier_breaker.allow():  # broken: do not wait on it again until it may have recovered
-            return fail_safe
-        checkpoint: str | None = None
+            return None
         try:
             async with asyncio.timeout(self.routing.classifier.timeout_s):
                 if isinstance(self.router, SwappableRouter):  # also names the checkpoint that scored it
                     score, checkpoint = await self.router.score_named(text)
                 else:
-                    score = await self.router.score(text)
-        except Exception as exc:  # the classifier is a dependency that may fail: the request still gets an answer
+                    score, checkpoint = await self.router.score(text), None
+        except Exception as exc:
             if isinstance(exc, ClassifierOverloadedError):
                 self.classifier_breaker.release()  # busy, not broken: only this request skips it
             else:
                 self.classifier_breaker.failure()
-            return fail_safe
-        else:
-            self.classifier_breaker.success()
+            return None
         finally:
             outcome.routing_seconds = time.perf_counter() - started
-        if self.share_controller is not None and not overridden:
-            self.share_controller.observe(score)
-        return self.router.decide(score, threshold, checkpoint)  # a baseline names its own reason
+        self.classifier_breaker.success()
+        return score, checkpoint

@@ -73,7 +73,7 @@ class ChatService:
                 return await prime(aiter(backend.stream(body, headers)))
 
             try:
-                first, chunks = await self.resilience.open_stream(decision, outcome, body, open_stream,
+                first, chunks = await self.resilience.open_stream(body, decision, outcome, open_stream,
                                                                   principal.tiers)
             except BaseException:
                 outcome.upstream_seconds = time.perf_counter() - started

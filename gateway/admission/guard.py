@@ -117,7 +117,7 @@ class GuardMiddleware:
                 authorization = value.decode("latin-1")
             elif key == b"x-request-id":
                 given = value.decode("latin-1")
-        rid = request_id({"x-request-id": given})
+        rid = request_id(given)
         if given != rid:
             # The endpoint reads the id from the headers: give it the same one the logs use.
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"x-request-id"]

@@ -84,7 +84,7 @@ class OpenAIHTTPBackend:
     async def start(self) -> None:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self.settings.max_connections, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=client_timeout(self.settings.timeout),
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._stream_timeout,
                                                   trust_env=False, skip_auto_headers=("User-Agent",))
 
     def ready(self) -> bool:

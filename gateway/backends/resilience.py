@@ -178,7 +178,7 @@ class Resilience:
                 return max(wait, backoff)
         return backoff
 
-    async def open_stream(self, decision: RouteDecision, outcome: RequestOutcome, body: dict[str, Any],
+    async def open_stream(self, body: dict[str, Any], decision: RouteDecision, outcome: RequestOutcome,
                           call: Callable[[Backend], Awaitable[tuple[T, AsyncIterator[ChatObject]]]],
                           tiers: Collection[Tier] | None = None) -> tuple[T, AsyncIterator[ChatObject]]:
         """Open a stream (``call`` awaits its first object) with retries and fallback; the chunks that follow

@@ -132,7 +132,7 @@ class ChatCompletions:
     exception handler, which would repeat what :func:`one_outcome` does."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await chat_response(Request(scope, receive))
+        response = await json_endpoint(Request(scope, receive), answer_chat)
         await response(scope, receive, send)
 
 
@@ -154,7 +154,7 @@ async def json_endpoint(request: Request, respond: Callable[[JSONCall], Awaitabl
     state: GatewayState = request.app.state.gateway
     # ASGI header names are lower-case already; a repeated header keeps its last value.
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
-    rid = request_id(headers)
+    rid = request_id(headers.get("x-request-id"))
     outcome = state.accountant.open(rid)
 
     async def run() -> Response:
@@ -165,12 +165,8 @@ async def json_endpoint(request: Request, respond: Callable[[JSONCall], Awaitabl
     return await one_outcome(state, outcome, rid, run)
 
 
-async def chat_response(request: Request) -> Response:
-    """Hand the body to the chat service, encode its JSON or SSE."""
-    return await json_endpoint(request, answer_chat)
-
-
 async def answer_chat(call: JSONCall) -> Response:
+    """Hand the body to the chat service, encode its JSON or SSE."""
     state, outcome = call.state, call.outcome
     result = await state.service.handle(call.body, call.headers, principal_of(call.request), outcome)
     assert outcome.decision is not None  # set by the upstream call

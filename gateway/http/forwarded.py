@@ -91,7 +91,7 @@ class ForwardedEndpoint:
             return await prime(aiter(_forwarding(backend).post_stream(self.path, sent, headers, upstream_model)))
 
         try:
-            first, chunks = await self.state.service.resilience.open_stream(decision, outcome, body, call, tiers)
+            first, chunks = await self.state.service.resilience.open_stream(body, decision, outcome, call, tiers)
         finally:
             outcome.model = str(body["model"])  # priced and counted under the model the client asked for
         outcome.ttft_seconds = time.perf_counter() - outcome.started

@@ -170,7 +170,7 @@ class ResponsesEndpoint:
         """Open the upstream stream and await its first event (retries and fallback before the 200)."""
         started = time.perf_counter()
         try:
-            first, chunks = await self.state.service.resilience.open_stream(decision, outcome, scored, call.stream,
+            first, chunks = await self.state.service.resilience.open_stream(scored, decision, outcome, call.stream,
                                                                             tiers)
         except BaseException:
             outcome.upstream_seconds = time.perf_counter() - started

@@ -15,10 +15,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 REDACTED = "[redacted]"
 
 
-def request_id(headers: dict[str, str]) -> str:
+def request_id(given: str | None) -> str:
     """The client's ``x-request-id`` when it is short printable ASCII, else a new one."""
-    given = headers.get("x-request-id", "")
-    if 0 < len(given) <= 128 and given.isascii() and given.isprintable():
+    if given and len(given) <= 128 and given.isascii() and given.isprintable():
         return given
     return f"{random.getrandbits(128):032x}"  # 128 random bits like uuid4's, without a system call per request
 
