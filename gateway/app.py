@@ -131,13 +131,13 @@ def create_app(
             await chosen_router.aclose()
             await asyncio.gather(*(b.aclose() for b in chosen_backends.values()), return_exceptions=True)
 
-    # FastAPI's own OpenTelemetry hooks are off: Prometheus metrics and request logs cover each request, and the
-    # hooks cost a tracer lookup per request even with no tracer configured.
     # The chat endpoint's own chain: the same guard and host check the full stack below gets.
     hosts = allowed_hosts(settings, guard.authenticator.enabled)
     chat: ASGIApp = GuardMiddleware(ChatCompletions(), guard, accountant)
     if hosts:
         chat = HostCheckMiddleware(chat, hosts)
+    # FastAPI's own OpenTelemetry hooks are off: Prometheus metrics and request logs cover each request, and the
+    # hooks cost a tracer lookup per request even with no tracer configured.
     app = TiergateApp(chat, title="Tiergate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                       telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.gateway = state
@@ -146,7 +146,7 @@ def create_app(
     if hosts:  # outside the guard: a forged Host is refused before authentication
         app.add_middleware(HostCheckMiddleware, allowed=hosts)
     log_context.install(log_context.upstream_secrets(settings))  # request ids on log lines; upstream keys redacted
-    app.router.routes.insert(0, chat_route())  # first, and not inside an included router: the hot path
+    app.router.routes.insert(0, chat_route())  # TiergateApp serves its POSTs; here it answers other methods 405
     app.include_router(build_api())
     app.include_router(observability.api)
     app.include_router(shared.api())

@@ -198,8 +198,10 @@ async def readyz(request: Request) -> Response:
 
 
 def chat_route() -> Route:
-    """A plain Starlette route: FastAPI's parameter and dependency machinery costs about a quarter of the
-    gateway's CPU per request, and this endpoint reads its body itself. Its schema is in gateway.http.openapi."""
+    """The chat path in the app's routes, as a plain Starlette route (FastAPI's parameter machinery would cost
+    about a quarter of the gateway's CPU per request). ``TiergateApp`` sends its POSTs down the short chain
+    before routing; through the full stack, the route answers other methods with a 405. Its schema is in
+    gateway.http.openapi."""
     return Route("/v1/chat/completions", ChatCompletions(), methods=["POST"])
 
 
