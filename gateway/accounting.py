@@ -56,6 +56,7 @@ class RequestOutcome:
     reservation: Reservation | None = None  # the spend reserved against budgets, committed at the end
     counted: bool = False  # opened by Accountant.open: counted in flight until finished
     recorded: bool = False  # finished: handed to the sinks (exactly once)
+    priced: bool = False  # the costs reflect the current token counts (a JSON answer is priced for its header)
 
     def routed_to(self, decision: RouteDecision, backend: str, model: str) -> None:
         """The tier being tried now (the first choice, then any fallback)."""
@@ -72,6 +73,7 @@ class RequestOutcome:
         self.completion_tokens = _count(usage.get("completion_tokens"))
         details = usage.get("prompt_tokens_details")
         self.cached_prompt_tokens = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+        self.priced = False
 
 
     def note_chunk(self, chunk: Any) -> None:
@@ -93,6 +95,7 @@ class RequestOutcome:
         self.prompt_tokens = self.estimated_prompt_tokens
         self.completion_tokens = -(-self.streamed_chars // CHARS_PER_TOKEN)
         self.usage_estimated = bool(self.prompt_tokens or self.completion_tokens)
+        self.priced = False
 
 
 # Failures after which the upstream may well have done (and billed) the work.
@@ -132,8 +135,10 @@ class Accountant:
         return outcome
 
     def price(self, outcome: RequestOutcome) -> None:
-        if self.pricer is not None:
+        """Fill the costs from the current token counts (once: again only after the counts change)."""
+        if self.pricer is not None and not outcome.priced:
             self.pricer.price(outcome)
+            outcome.priced = True
 
     def finish(self, outcome: RequestOutcome) -> None:
         if outcome.recorded:

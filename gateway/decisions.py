@@ -46,10 +46,14 @@ class ModelTable:
     def __init__(self, aliases: list[str], backends: dict[Tier, Backend]) -> None:
         self.aliases = list(aliases)
         self.direct = {backend.model: tier for tier, backend in backends.items()}
+        # The names themselves, resolved once (each request resolves its model twice: steering, the decider).
+        self.targets = {alias: Target() for alias in self.aliases} | {
+            model: Target(tier=tier) for model, tier in self.direct.items()}
 
     def resolve(self, model: str) -> Target:
-        if model in self.direct:
-            return Target(tier=self.direct[model])
+        target = self.targets.get(model)
+        if target is not None:
+            return target
         name, sep, threshold = model.partition("@")
         if name in self.aliases:
             return Target(threshold=parse_threshold(threshold, "model") if sep else None)

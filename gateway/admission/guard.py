@@ -38,6 +38,7 @@ class Guard:
             log.warning("no gateway API keys configured (auth.keys): any caller that reaches %s can spend on "
                         "the upstream accounts", settings.server.host)
         self.limits = settings.limits
+        self.default_rule = Rule(self.limits.requests_per_minute, self.limits.tokens_per_minute)
         self.limiter: RateLimiter = limiter or MemoryRateLimiter()
         self.loaded = False  # the router and every backend have started
         self.draining = False
@@ -55,8 +56,10 @@ class Guard:
         principal.check_model(str(body.get("model")))
         chars = check_request(body, self.limits)
         estimate = outcome.estimated_prompt_tokens = estimate_tokens(chars)
-        rule = Rule(principal.requests_per_minute or self.limits.requests_per_minute,
-                    principal.tokens_per_minute or self.limits.tokens_per_minute)
+        rule = self.default_rule
+        if principal.requests_per_minute or principal.tokens_per_minute:  # the key's own limits
+            rule = Rule(principal.requests_per_minute or rule.requests_per_minute,
+                        principal.tokens_per_minute or rule.tokens_per_minute)
         if rule.unlimited():
             return
         wait = await self.limiter.acquire(principal.name, rule, estimate)

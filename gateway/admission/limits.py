@@ -31,20 +31,25 @@ def message_chars(messages: Any) -> int:
     return total
 
 
-def too_deep(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests lists and objects more than ``limit`` levels deep (walked without recursion)."""
+def measured(value: Any, limit: int) -> int | None:
+    """The string characters inside ``value``, or None when it nests lists and objects more than ``limit``
+    levels deep: one walk for both, without recursion."""
+    total = 0
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, (dict, list)):
             if depth > limit:
-                return True
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return False
+                return None
+            depth += 1
+            stack.extend([(child, depth) for child in (item.values() if isinstance(item, dict) else item)])
+    return total
 
 
 def check_request(body: dict[str, Any], limits: LimitSettings) -> int:
-    """Reject oversized requests with a 400 naming the param; returns the character count.
+    """Reject oversized requests with a 400 naming the param; returns the character count of the messages.
 
     Runs before the schema validation (the body is any JSON object here), cheapest check first.
     """
@@ -53,11 +58,15 @@ def check_request(body: dict[str, Any], limits: LimitSettings) -> int:
         raise InvalidRequestError(
             f"too many messages: {len(messages)} (at most {limits.max_messages})", param="messages",
             code="too_many_messages")
+    chars = 0
     for param, value in body.items():
-        if isinstance(value, (dict, list)) and too_deep(value, limits.max_depth):
-            raise InvalidRequestError(f"'{param}' is nested more than {limits.max_depth} levels deep", param=param)
-    messages = messages if isinstance(messages, list) else []
-    chars = message_chars(messages)
+        if isinstance(value, (dict, list)):
+            size = measured(value, limits.max_depth)
+            if size is None:
+                raise InvalidRequestError(f"'{param}' is nested more than {limits.max_depth} levels deep",
+                                          param=param)
+            if param == "messages" and isinstance(value, list):
+                chars = size
     if chars > limits.max_total_chars:
         raise InvalidRequestError(
             f"messages hold {chars} characters (at most {limits.max_total_chars})", param="messages",

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from gateway.accounting import RequestOutcome
@@ -58,12 +57,12 @@ class Resilience:
             other = self._other(decision.tier)
             if other is None or not allowed(other):
                 raise PermissionDeniedError("this API key may not use any configured tier", param="model")
-            decision = replace(decision, tier=other)
+            decision = decision.moved_to(other)
         steps = [decision]
         target: Tier | None = self.fallback_to.get(decision.tier)  # type: ignore[assignment]
         if (target is not None and target != decision.tier and target in self.backends and allowed(target)
                 and (decision.reason != "explicit_model" or self.policy.fallback.explicit_model)):
-            steps.append(replace(decision, tier=target, reason="fallback"))
+            steps.append(decision.moved_to(target, "fallback"))
         return steps
 
     def _other(self, tier: Tier) -> Tier | None:
