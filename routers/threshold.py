@@ -107,7 +107,10 @@ class ShareController:
 
 def first_threshold(*candidates: float | None) -> float:
     """The first threshold that is set (settings before a router's recommendation), else ``DEFAULT_THRESHOLD``."""
-    return next((value for value in candidates if value is not None), DEFAULT_THRESHOLD)
+    for value in candidates:
+        if value is not None:
+            return value
+    return DEFAULT_THRESHOLD
 
 
 def share_controller_from(target_large_share: float | None, window: int,

@@ -72,8 +72,11 @@ def decision_headers(decision: RouteDecision, model: str, rid: str) -> dict[str,
     } | ({ROUTER_HEADER: decision.router} if decision.router else {})
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+async def read_body(request: Request, limit: int, declared: str | None = None) -> bytes:
+    """The request's body, at most ``limit`` bytes (else a 413); ``declared``: its content-length header where
+    the caller has read the headers already (Starlette's ``request.headers`` builds a new mapping)."""
+    if declared is None:
+        declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
     chunks = []
@@ -169,7 +172,8 @@ async def json_endpoint(request: Request, respond: Callable[[JSONCall], Awaitabl
 
     async def run() -> Response:
         require_json(headers.get("content-type"))
-        body = parse_body(await read_body(request, state.settings.server.max_body_bytes))
+        body = parse_body(await read_body(request, state.settings.server.max_body_bytes,
+                                          headers.get("content-length")))
         return await respond(JSONCall(request, state, body, headers, rid, outcome))
 
     return await one_outcome(state, outcome, rid, run)
