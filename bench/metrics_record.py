@@ -1,8 +1,9 @@
 """Per-request cost of the metrics sinks: ns to record one finished outcome, and ms to render one scrape.
 
-Run it on two commits to compare implementations side by side (the numbers go in bench/RESULTS.md):
+Runs the gateway's families both ways side by side: lock-free (gateway.telemetry.loop_values, what serving
+uses) and prometheus_client's locked classes (the numbers go in bench/RESULTS.md):
 
-    flock /tmp/tiergate-bench.lock .venv/bin/python bench/metrics_record.py --label new
+    flock /tmp/tiergate-bench.lock .venv/bin/python bench/metrics_record.py
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from unittest import mock
 
 from gateway.accounting import Accountant, RequestOutcome
-from gateway.admission.auth import PRINCIPAL_KEY, Principal
+from gateway.admission.auth import Principal
 from gateway.pricing import PriceTable
-from gateway.service import ChatService
-from gateway.settings import Price, Settings
+from gateway.settings import Price, RoutingSettings
 from gateway.shared_state.key_metrics import KeyMetrics
+from gateway.telemetry import metrics as metrics_module
 from gateway.telemetry.metrics import GatewayMetrics
 from routers.base import RouteDecision
 
@@ -32,6 +35,8 @@ class Backend:
 
 class Router:
     name = "always-small"
+    reads_text = False
+    recommended_threshold = None
 
     async def start(self) -> None: ...
 
@@ -44,13 +49,26 @@ class Router:
     async def aclose(self) -> None: ...
 
 
+@dataclass
+class Service:
+    """What the metrics read from the chat service (gateway.telemetry.metrics.RoutingView)."""
+
+    backends: dict[str, Backend]
+    router: Router
+    routing: RoutingSettings
+    share_controller: None = None
+
+    def base_threshold(self) -> float:
+        return 0.5
+
+
 def outcomes(accountant: Accountant) -> list[RequestOutcome]:
     """Four typical endings: a JSON answer, a stream, a retried large answer, a request refused before routing."""
     made = []
     for tier, stream, retries, status in (("small", False, 0, 200), ("small", True, 0, 200),
                                           ("large", False, 1, 200), (None, False, 0, 400)):
         outcome = accountant.open("bench")
-        outcome.extra[PRINCIPAL_KEY] = Principal("team-a")
+        outcome.principal = Principal("team-a")
         outcome.stream, outcome.retries, outcome.status = stream, retries, status
         outcome.duration_seconds = 0.12
         if tier is None:
@@ -86,25 +104,33 @@ def main() -> None:
     parser.add_argument("--label", default="", help="a name for this run (e.g. old / new)")
     args = parser.parse_args()
 
-    settings = Settings(tiers={"small": {"kind": "openai", "model": "gpt-4o-mini"},
-                               "large": {"kind": "openai", "model": "gpt-4o"}})
-    backends: dict = {"small": Backend("small", "gpt-4o-mini"), "large": Backend("large", "gpt-4o")}  # type: ignore[type-arg]
-    service = ChatService(settings, backends, Router())  # type: ignore[arg-type]
+    backends = {"small": Backend("small", "gpt-4o-mini"), "large": Backend("large", "gpt-4o")}
+    service = Service(backends, Router(), RoutingSettings())
     accountant = Accountant(pricer=PriceTable(PRICES, large_model="gpt-4o"))
-    metrics = GatewayMetrics(service, accountant)
+    lock_free = GatewayMetrics(service, accountant)  # type: ignore[arg-type]
+    with mock.patch.object(metrics_module, "RECORDED", frozenset()):  # every family with prometheus_client's locks
+        locked = GatewayMetrics(service, accountant)  # type: ignore[arg-type]
     keys = KeyMetrics(["team-a", "team-b"])
-    metrics.registry.register(keys)
+    lock_free.registry.register(keys)
     batch = outcomes(accountant)
 
-    rows = [("GatewayMetrics.record", per_call_ns(metrics.record, batch, args.outcomes, args.repeats)),
-            ("KeyMetrics.record", per_call_ns(keys.record, batch, args.outcomes, args.repeats))]
+    rows = []
+    for _ in range(args.repeats):  # alternated, so both see the same machine
+        rows.append(("GatewayMetrics.record, lock-free", per_call_ns(lock_free.record, batch, args.outcomes, 1)))
+        rows.append(("GatewayMetrics.record, prometheus_client locks", per_call_ns(locked.record, batch,
+                                                                                  args.outcomes, 1)))
+    rows.append(("KeyMetrics.record", per_call_ns(keys.record, batch, args.outcomes, args.repeats)))
+    merged: dict[str, list[float]] = {}
+    for name, values in rows:
+        merged.setdefault(name, []).extend(values)
+    metrics = lock_free
     scrapes = []
     for _ in range(args.repeats * 20):
         started = time.perf_counter_ns()
         body = metrics.exposition()
         scrapes.append((time.perf_counter_ns() - started) / 1e6)
     label = f" [{args.label}]" if args.label else ""
-    for name, values in rows:
+    for name, values in merged.items():
         print(f"{name}{label}: median {statistics.median(values):.0f} ns/outcome, "
               f"min {min(values):.0f} (n={args.outcomes} x {args.repeats})")
     print(f"exposition{label}: median {statistics.median(scrapes):.2f} ms/scrape, {len(body)} bytes")

@@ -8,6 +8,8 @@ from typing import Literal, NamedTuple
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import Metric
 
+from gateway.telemetry.loop_values import LoopCounter, LoopHistogram
+
 Kind = Literal["counter", "gauge", "histogram"]
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
@@ -86,12 +88,16 @@ def counter(name: str, documentation: str, labels: Iterable[str] = ()) -> Counte
     return Counter(name, documentation, tuple(labels), registry=None)
 
 
-def build(spec: Spec) -> Counter | Histogram:
-    """``spec``'s counter or histogram, registered nowhere (see :func:`counter`)."""
+def build(spec: Spec, loop_only: bool = False) -> Counter | Histogram:
+    """``spec``'s counter or histogram, registered nowhere (see :func:`counter`). ``loop_only``: written only
+    from the event loop's thread, so without a lock per update (gateway.telemetry.loop_values)."""
     if spec.kind == "counter":
+        if loop_only:
+            return LoopCounter(spec.name, spec.help, spec.labels, registry=None)
         return counter(spec.name, spec.help, spec.labels)
     if spec.kind == "histogram":
-        return Histogram(spec.name, spec.help, spec.labels, registry=None, buckets=spec.buckets)
+        kind = LoopHistogram if loop_only else Histogram
+        return kind(spec.name, spec.help, spec.labels, registry=None, buckets=spec.buckets)
     raise ValueError(f"{spec.name} is a gauge: gauges are computed at scrape time")
 
 

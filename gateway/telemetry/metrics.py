@@ -24,6 +24,14 @@ if TYPE_CHECKING:
     from routers.threshold import ShareController
 
 NONE = "none"  # label value for "not known": a request rejected before a tier was chosen
+# The families this module's record() writes: only ever from the event loop (Accountant.finish), so lock-free.
+RECORDED = frozenset({
+    "tiergate_requests_total", "tiergate_request_duration_seconds", "tiergate_time_to_first_token_seconds",
+    "tiergate_routing_duration_seconds", "tiergate_upstream_duration_seconds", "tiergate_routing_score",
+    "tiergate_routing_decisions_total", "tiergate_prompt_tokens_total", "tiergate_cached_prompt_tokens_total",
+    "tiergate_completion_tokens_total", "tiergate_cost_usd_total", "tiergate_counterfactual_cost_usd_total",
+    "tiergate_saved_usd_total", "tiergate_upstream_errors_total", "tiergate_retries_total",
+    "tiergate_fallbacks_total"})
 REASONS: tuple[str, ...] = get_args(Reason)
 
 
@@ -117,7 +125,7 @@ class GatewayMetrics:
         self.service = service
         self.accountant = accountant
         self.registry = registry or CollectorRegistry(auto_describe=False)
-        built = {spec.name: build(spec) for spec in FAMILIES if spec.kind != "gauge"}
+        built = {spec.name: build(spec, loop_only=spec.name in RECORDED) for spec in FAMILIES if spec.kind != "gauge"}
         self._ordered = list(built.values())  # the catalogue's order is the exposition's
         self.counters: dict[str, Counter] = {n: m for n, m in built.items() if isinstance(m, Counter)}
         self.histograms: dict[str, Histogram] = {n: m for n, m in built.items() if isinstance(m, Histogram)}
