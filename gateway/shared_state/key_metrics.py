@@ -10,6 +10,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from gateway.accounting import RequestOutcome
 from gateway.admission.auth import Principal
 from gateway.telemetry.catalog import collected, counter
+from gateway.telemetry.loop_values import LoopCounter
 
 OTHER = "other"
 
@@ -19,9 +20,11 @@ class KeyMetrics:
 
     def __init__(self, key_names: Iterable[str], up: Callable[[], bool] | None = None) -> None:
         self.keys = frozenset(key_names) | {"anonymous"}  # bounded cardinality: configured names only
-        self.requests = counter("tiergate_key_requests_total", "Chat requests finished, by API key name.", ("key",))
-        self.cost = counter("tiergate_key_cost_usd_total", "Cost of the answered requests in USD, by API key name.",
-                            ("key",))
+        # Written by record() only, on the event loop (an accountant sink): lock-free (gateway.telemetry.loop_values).
+        self.requests = LoopCounter("tiergate_key_requests_total", "Chat requests finished, by API key name.",
+                                    ("key",), registry=None)
+        self.cost = LoopCounter("tiergate_key_cost_usd_total",
+                                "Cost of the answered requests in USD, by API key name.", ("key",), registry=None)
         self.budget = counter("tiergate_budget_actions_total",
                               "Requests a spend cap changed: downgraded to the small tier, or refused (429).",
                               ("key", "action"))
