@@ -251,6 +251,18 @@ def test_request_shape_limits_name_the_param() -> None:
     assert message_chars([{"a": ["xy", {"b": "z"}]}]) == 3
 
 
+def test_depth_limit_counts_levels_exactly_and_characters_match_message_chars() -> None:
+    limits = LimitSettings(max_depth=4)
+    messages = [{"role": "user", "content": [{"type": "text", "text": "hello", "n": 1, "x": None, "y": "ab"}]}]
+    assert check_request({"messages": messages}, limits) == message_chars(messages) == 15  # 4 levels deep
+    with pytest.raises(InvalidRequestError) as caught:
+        check_request({"messages": messages, "metadata": {"a": {"b": {"c": {"d": {"e": "five"}}}}}}, limits)
+    assert caught.value.param == "metadata"
+    check_request({"metadata": {"a": {"b": {"c": {"d": "four levels"}}}}}, limits)
+    with pytest.raises(InvalidRequestError):
+        check_request({"messages": [{"content": [{"x": [["too deep"]]}]}]}, limits)
+
+
 async def test_rate_limiter_refuses_then_refills() -> None:
     clock = Clock()
     limiter = MemoryRateLimiter(clock=clock)
