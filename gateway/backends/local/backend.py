@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -83,11 +82,9 @@ class TransformersBackend:
             model: Any = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
         model.eval()
         if self.settings.quantize == "int8":
-            with warnings.catch_warnings():
-                # torch.ao.quantization warns that it is deprecated in favour of torchao; it still works.
-                warnings.simplefilter("ignore")
-                quantize: Any = torch.ao.quantization.quantize_dynamic
-                model = quantize(model, {torch.nn.Linear}, dtype=torch.qint8)
+            from routers.classifier import quantize_int8  # the same dynamic int8 as the torch router's
+
+            model = quantize_int8(model)
         self._model = model
         self._grammar = GrammarTokenizer(self._tokenizer)
         self._template_tools = supports_tools(self._tokenizer.chat_template)
