@@ -63,6 +63,7 @@ def dynamic_int8(model: Any, kinds: Sequence[str]) -> Any:
             numpy_helper.from_array(scale.astype(np.float32), f"{base}_s"),
             numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{base}_zp"),
         ])
+        model.graph.initializer.remove(weights.pop(base))
         node.op_type, node.domain = "DynamicQuantizeMatMul", "com.microsoft"
         node.input[:] = [node.input[0], f"{base}_q", f"{base}_s", f"{base}_zp"]
     if not any(op.domain == "com.microsoft" for op in model.opset_import):
