@@ -186,10 +186,13 @@ def half_weights(model: Any, op_types: tuple[str, ...] = HALF_OPS, min_elements:
     from onnx import TensorProto, helper, numpy_helper
 
     initializers = {init.name: init for init in model.graph.initializer}
-    rewritten = 0
+    converted: set[str] = set()
     for node in [n for n in model.graph.node if n.op_type in op_types]:
         for slot, name in enumerate(node.input):
-            table = initializers.pop(name, None)
+            table = initializers.get(name)
+            if name in converted:  # a weight shared with a node already rewritten
+                node.input[slot] = f"{name}_fp32"
+                continue
             if table is None or table.data_type != TensorProto.FLOAT or int(np.prod(table.dims)) < min_elements:
                 continue
             half = numpy_helper.to_array(table).astype(np.float16)
@@ -199,8 +202,8 @@ def half_weights(model: Any, op_types: tuple[str, ...] = HALF_OPS, min_elements:
                                     to=TensorProto.FLOAT)
             model.graph.node.insert(list(model.graph.node).index(node), cast)
             node.input[slot] = f"{name}_fp32"
-            rewritten += 1
-    return rewritten
+            converted.add(name)
+    return len(converted)
 
 
 def export_fp32(model: nn.Module, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
