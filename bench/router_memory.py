@@ -85,6 +85,8 @@ def measure(name: str, routing: dict[str, Any], upstream: str, args: argparse.Na
     port = free_port()
     config["server"] = {"host": "127.0.0.1", "port": port}
     config["routing"] = {**config["routing"], **routing}
+    if args.model != "builtin" and "classifier" in routing:
+        config["routing"]["classifier"] = {**routing["classifier"], "path": args.model}
     config["prices_file"] = str(REPO / "config" / "prices.yaml")
     file = tmp / f"{name.replace(' ', '-')}.yaml"
     file.write_text(yaml.safe_dump(config))
@@ -112,6 +114,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--model", default="builtin", help="the classifier's checkpoint (builtin or a directory)")
     args = parser.parse_args()
     upstream_port = free_port()
     upstream = subprocess.Popen(

@@ -1,19 +1,21 @@
 """Export a router checkpoint to one ONNX graph (encoder, pooling, head, probability) with 8-bit weights.
 
-The recipe, each step chosen by measurement (bench/RESULTS.md, issue 17):
+The recipe, each step chosen by measurement (bench/RESULTS.md and bench/onnx_variants.py, issue 17):
 
 1. TorchScript export with eager attention: its pattern is the one ONNX Runtime's transformer optimizer knows.
-2. That optimizer fuses LayerNorm with the residual add (``SkipLayerNormalization``), bias with GELU
-   (``BiasGelu``) and the attention core (``MultiHeadAttention``, which leaves the Q, K and V projections as
-   MatMuls so their weights go 8-bit too, unlike the packed fp32 weight of its ``Attention`` op). Done in
-   fp32, before quantisation, because quantised MatMuls no longer match its patterns.
-3. MatMul weights to 8 bits per block of 32 (``MatMulNBits``) computed in int8 (``accuracy_level`` 4): the
-   activations are rounded per block of 32 values of each token, not per tensor. ONNX Runtime's dynamic
-   int8 quantisation rounds each activation tensor with one scale, which moved the shipped default's scores
-   by up to 0.1 on held-out prompts (0.05 even with SmoothQuant-style scales); its threshold sits where a
-   0.01 shift moves about 4% of traffic. Word embeddings go 8-bit per row.
-4. Weights are stored beside the graph (``model.int8.onnx.data``), which ONNX Runtime memory-maps: the
-   embedding rows a deployment never sees are never read into memory.
+2. That optimizer fuses bias with GELU (``BiasGelu``) and the attention (``Attention``: one GEMM over a packed
+   Q, K and V weight, then the attention core), in fp32, before quantisation (quantised MatMuls no longer
+   match its patterns). Its ``SkipLayerNormalization`` is unfused again (``unfuse_skip_layer_norm``): that
+   CPU kernel took 4x as long as ``Add`` + ``LayerNormalization`` here.
+3. ``weights="int8"`` (the default): the output projection and both FFN MatMuls go 8-bit per block of 32
+   (``MatMulNBits``) computed in int8 (``accuracy_level`` 4: activations rounded per block of 32 values of
+   each token); the packed QKV weight is stored in fp16 and computed in fp32. ``weights="fp16"``: every
+   encoder weight is stored in fp16 and computed in fp32, about 15% faster again but 13 MB more resident.
+   int8 with activations rounded per tensor (ONNX Runtime's dynamic quantisation, fast on AMX) is not used:
+   rounding the weights to int8 per channel alone moves scores by 0.0075 on dev prompts, and per-tensor
+   activations (even with the [CLS] row, which holds the outliers, kept apart) by 0.01 to 0.1.
+4. Word embeddings go 8-bit per row. Weights are stored beside the graph (``model.int8.onnx.data``), which
+   ONNX Runtime memory-maps: the embedding rows a deployment never sees are never read into memory.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -46,8 +48,14 @@ from routers.errors import ClassifierError
 
 OPSET = 17
 BLOCK_SIZE = 32
-# int8 compute over per-block int8 activations: 1.3x to 1.5x faster than fp32 compute at the same parity.
+# int8 compute over per-block int8 activations: 1.3x to 1.5x faster than the same weights computed in fp32.
 ACCURACY_LEVEL: int | None = 4
+Weights = Literal["int8", "fp16"]
+# How the encoder's weights are stored and computed (module docstring, step 3).
+WEIGHTS: Weights = "int8"
+# Weights of these ops at least this large are stored in fp16 (``half_weights``); the head's Gemms stay fp32.
+HALF_OPS = ("MatMul", "Attention")
+HALF_MIN_ELEMENTS = 256
 # Tensors at least this large go into ONNX_DATA_FILE (all MatMul weights and the embeddings).
 EXTERNAL_MIN_BYTES = 1024
 # Gathers over tables at least this large (the word embeddings, not position or type embeddings) go 8-bit.
@@ -107,7 +115,9 @@ def encoder_shape(model: nn.Module) -> tuple[int, int]:
     return int(getattr(config, "num_attention_heads", 0) or 0), int(getattr(config, "hidden_size", 0) or 0)
 
 
-def fuse(fp32: Path, out: Path, num_heads: int, hidden_size: int) -> dict[str, int]:
+def fuse(
+    fp32: Path, out: Path, num_heads: int, hidden_size: int, attention: str = "Attention"
+) -> dict[str, int]:
     """ONNX Runtime's BERT fusions on the fp32 graph (see the module docstring); returns the fused op counts.
 
     Embedding + LayerNorm stays unfused so the word embeddings remain a plain ``Gather`` that goes 8-bit.
@@ -119,7 +129,8 @@ def fuse(fp32: Path, out: Path, num_heads: int, hidden_size: int) -> dict[str, i
 
     options = FusionOptions("bert")
     options.enable_embed_layer_norm = False
-    options.use_multi_head_attention = True
+    # Attention (one packed QKV GEMM) measured faster than MultiHeadAttention (three) here; bench/onnx_variants.py.
+    options.use_multi_head_attention = attention == "MultiHeadAttention"
     with _quiet_exporters():
         optimized = optimize_model(
             str(fp32), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
@@ -127,6 +138,72 @@ def fuse(fp32: Path, out: Path, num_heads: int, hidden_size: int) -> dict[str, i
         )
     onnx.save(optimized.model, str(out))
     return {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
+
+
+def unfuse_skip_layer_norm(model: Any) -> int:
+    """Rewrite each ``SkipLayerNormalization(x, skip, gamma, beta, bias)`` as ``LayerNorm(x + bias + skip)``.
+
+    ONNX Runtime 1.32's CPU ``SkipLayerNormalization`` took 120 us on 128 x 384 values here, two ``Add`` and a
+    ``LayerNormalization`` 30 us (bench/RESULTS.md); the session does not fuse them back. Returns how many.
+    """
+    from onnx import helper
+
+    rewritten = 0
+    for node in [n for n in model.graph.node if n.op_type == "SkipLayerNormalization"]:
+        x, skip, gamma, beta = node.input[:4]
+        bias = node.input[4] if len(node.input) > 4 else ""
+        epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-12)
+        replacement = []
+        if bias:
+            replacement.append(helper.make_node("Add", [x, bias], [f"{node.name}_biased"], name=f"{node.name}_bias"))
+            x = f"{node.name}_biased"
+        replacement += [
+            helper.make_node("Add", [x, skip], [f"{node.name}_sum"], name=f"{node.name}_skip"),
+            helper.make_node(
+                "LayerNormalization", [f"{node.name}_sum", gamma, beta], [node.output[0]],
+                name=f"{node.name}_norm", axis=-1, epsilon=epsilon,
+            ),
+        ]
+        _replace(model, node, replacement)
+        rewritten += 1
+    return rewritten
+
+
+def _replace(model: Any, node: Any, replacement: list[Any]) -> None:
+    """Put ``replacement`` where ``node`` was (the graph stays topologically sorted)."""
+    position = list(model.graph.node).index(node)
+    model.graph.node.remove(node)
+    for offset, new in enumerate(replacement):
+        model.graph.node.insert(position + offset, new)
+
+
+def half_weights(model: Any, op_types: tuple[str, ...] = HALF_OPS, min_elements: int = HALF_MIN_ELEMENTS) -> int:
+    """Store the large fp32 weights of ``op_types`` as fp16 behind a ``Cast``; returns how many.
+
+    The session folds each ``Cast`` of a constant at load, so compute stays fp32 and scores move by about
+    1e-4 (fp16 keeps 11 significant bits); the file holds half the bytes. Activations are never rounded.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    initializers = {init.name: init for init in model.graph.initializer}
+    converted: set[str] = set()
+    for node in [n for n in model.graph.node if n.op_type in op_types]:
+        for slot, name in enumerate(node.input):
+            table = initializers.get(name)
+            if name in converted:  # a weight shared with a node already rewritten
+                node.input[slot] = f"{name}_fp32"
+                continue
+            if table is None or table.data_type != TensorProto.FLOAT or int(np.prod(table.dims)) < min_elements:
+                continue
+            half = numpy_helper.to_array(table).astype(np.float16)
+            model.graph.initializer.remove(table)
+            model.graph.initializer.append(numpy_helper.from_array(half, f"{name}_fp16"))
+            cast = helper.make_node("Cast", [f"{name}_fp16"], [f"{name}_fp32"], name=f"{name}_cast",
+                                    to=TensorProto.FLOAT)
+            model.graph.node.insert(list(model.graph.node).index(node), cast)
+            node.input[slot] = f"{name}_fp32"
+            converted.add(name)
+    return len(converted)
 
 
 def export_fp32(model: nn.Module, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
@@ -190,26 +267,34 @@ def quantize_embeddings(model: Any, min_elements: int = EMBEDDING_MIN_ELEMENTS) 
 
 
 def quantize_weights(
-    fp32: Path,
+    fused: Path,
     out: Path,
     *,
+    weights: Weights = WEIGHTS,
     accuracy_level: int | None = ACCURACY_LEVEL,
     embedding_min_elements: int = EMBEDDING_MIN_ELEMENTS,
 ) -> int:
-    """MatMul weights to 8 bits per block of 32 (fp32 activations), then large embedding tables per row."""
+    """The fused graph's last steps (module docstring): LayerNorms unfused, weights stored, embeddings 8-bit."""
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    with _quiet_exporters():
-        quantizer = MatMulNBitsQuantizer(
-            onnx.load(str(fp32)), bits=8,
-            block_size=BLOCK_SIZE,
-            is_symmetric=True,
-            accuracy_level=accuracy_level,
-            op_types_to_quantize=("MatMul",),
-        )
-        quantizer.process()
-    model = quantizer.model.model
+    model = onnx.load(str(fused))
+    unfuse_skip_layer_norm(model)
+    if weights == "int8":
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        with _quiet_exporters():
+            quantizer = MatMulNBitsQuantizer(
+                model, bits=8,
+                block_size=BLOCK_SIZE,
+                is_symmetric=True,
+                accuracy_level=accuracy_level,
+                op_types_to_quantize=("MatMul",),
+            )
+            quantizer.process()
+        model = quantizer.model.model
+    if not any(op.domain == "com.microsoft" for op in model.opset_import):  # the fused ops' domain
+        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    half_weights(model)  # with int8 MatMuls, only the attention's packed QKV weight is left in fp32
     quantize_embeddings(model, embedding_min_elements)
     onnx.checker.check_model(model)
     save_with_weights_beside(model, out)
@@ -248,7 +333,18 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
     rust.save(str(out))
 
 
-def export_onnx(checkpoint: str | Path, out_dir: Path | None = None) -> Path:
+def describe(weights: Weights) -> str:
+    """The metadata's one-line account of how the export stores and computes its weights."""
+    if weights == "int8":
+        return (
+            f"MatMul weights int8 per block of {BLOCK_SIZE} (MatMulNBits, accuracy_level {ACCURACY_LEVEL}: "
+            "int8 compute over activations rounded per block), attention QKV weights fp16 computed in fp32, "
+            "embeddings int8 per row"
+        )
+    return "encoder weights fp16 computed in fp32 (activations never rounded), embeddings int8 per row"
+
+
+def export_onnx(checkpoint: str | Path, out_dir: Path | None = None, *, weights: Weights = WEIGHTS) -> Path:
     """Export ``checkpoint`` (``builtin`` or a directory) to ``model.int8.onnx`` + ``tokenizer.json``.
 
     Both go into ``out_dir`` (default: the checkpoint directory itself), and the checkpoint's metadata gains
@@ -263,7 +359,7 @@ def export_onnx(checkpoint: str | Path, out_dir: Path | None = None) -> Path:
         fp32, fused = Path(tmp) / "model.fp32.onnx", Path(tmp) / "model.fused.onnx"
         export_fp32(model, tokenizer, fp32)
         fusions = fuse(fp32, fused, *encoder_shape(model))
-        opset = quantize_weights(fused, graph)
+        opset = quantize_weights(fused, graph, weights=weights)
     save_tokenizer(tokenizer, target / TOKENIZER_FILE)
     import onnxruntime
 
@@ -273,11 +369,11 @@ def export_onnx(checkpoint: str | Path, out_dir: Path | None = None) -> Path:
         "sha256": _sha256(graph),
         "data": ONNX_DATA_FILE,
         "data_sha256": _sha256(target / ONNX_DATA_FILE) if (target / ONNX_DATA_FILE).exists() else None,
-        "fused": fusions,
-        "quantize": (
-            f"MatMul weights int8 per block of {BLOCK_SIZE} (MatMulNBits, accuracy_level {ACCURACY_LEVEL}: "
-            "int8 compute over activations rounded per block), embeddings int8 per row"
-        ),
+        # What ONNX Runtime's optimizer fused; quantize_weights then unfuses its SkipLayerNormalization again.
+        "fused": {op: n for op, n in fusions.items() if op != "SkipLayerNormalization"},
+        "unfused": {op: n for op, n in fusions.items() if op == "SkipLayerNormalization"},
+        "weights": weights,
+        "quantize": describe(weights),
         "opset": opset,
         "exported_with": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
     }
@@ -289,11 +385,15 @@ def export_onnx(checkpoint: str | Path, out_dir: Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m routers.training.onnx_export [CHECKPOINT]``: export ``builtin`` or a checkpoint in place."""
-    import sys
+    """``python -m routers.training.onnx_export [CHECKPOINT] [--weights fp16|int8] [--out DIR]``: export in place."""
+    import argparse
 
-    args = sys.argv[1:] if argv is None else argv
-    print(export_onnx(args[0] if args else BUILTIN))
+    parser = argparse.ArgumentParser(prog="python -m routers.training.onnx_export", description=main.__doc__)
+    parser.add_argument("checkpoint", nargs="?", default=BUILTIN)
+    parser.add_argument("--weights", choices=("fp16", "int8"), default=WEIGHTS)
+    parser.add_argument("--out", type=Path, default=None, help="write the export here (default: beside the checkpoint)")
+    args = parser.parse_args(argv)
+    print(export_onnx(args.checkpoint, args.out, weights=args.weights))
     return 0
 
 

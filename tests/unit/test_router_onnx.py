@@ -6,6 +6,7 @@ import hashlib
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -62,21 +63,72 @@ def test_export_round_trip_scores_like_torch(tiny: Path) -> None:
     assert onnx.score_batch([]) == []
 
 
-def test_export_fuses_the_encoder_and_keeps_its_8_bit_weights_beside_the_graph(tiny: Path) -> None:
+def _session_graph(graph: Path) -> Any:
+    """The graph ONNX Runtime actually runs (after its own fusions and constant folding at load)."""
+    import onnx
+    import onnxruntime
+
+    from routers.onnx_classifier import session_options
+
+    optimized = graph.parent / "optimized.onnx"
+    options = session_options(1)
+    options.optimized_model_filepath = str(optimized)
+    onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    model = onnx.load(str(optimized))
+    optimized.unlink()
+    return model
+
+
+def _weight_sources(model: Any, op_type: str) -> list[str | None]:
+    """For each ``op_type`` node, the initializer its weight (input 1) comes from through a ``Cast``, if any."""
+    casts = {node.output[0]: node.input[0] for node in model.graph.node if node.op_type == "Cast"}
+    return [casts.get(node.input[1]) for node in model.graph.node if node.op_type == op_type]
+
+
+def test_export_fuses_attention_unfuses_skip_layer_norm_and_keeps_8_bit_weights_beside_the_graph(tiny: Path) -> None:
     import onnx
 
     graph = export_onnx(str(tiny))
-    fused = read_metadata(tiny)["onnx"]["fused"]
-    assert fused["MultiHeadAttention"] == 2 and fused["SkipLayerNormalization"] == 4 and fused["BiasGelu"] == 2
+    meta = read_metadata(tiny)["onnx"]
+    assert meta["weights"] == "int8" and meta["fused"]["Attention"] == 2 and meta["fused"]["BiasGelu"] == 2
     model = onnx.load(str(graph), load_external_data=False)
     ops = [node.op_type for node in model.graph.node]
-    assert "MatMul" not in ops and ops.count("MatMulNBits") == 12  # Q, K, V, output and both FFN, 2 layers
+    # The slow SkipLayerNormalization kernel is replaced by Add + LayerNormalization.
+    assert "SkipLayerNormalization" not in ops and ops.count("LayerNormalization") >= 4
+    # Output projection and both FFN: 8-bit with int8 compute; Q, K and V: one packed fp16 weight, fp32 compute.
+    assert "MatMul" not in ops and ops.count("MatMulNBits") == 6
     levels = {a.i for node in model.graph.node if node.op_type == "MatMulNBits" for a in node.attribute
               if a.name == "accuracy_level"}
     assert levels == {4}
+    half = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    assert all(source in half for source in _weight_sources(model, "Attention"))
+    assert not {"DynamicQuantizeMatMul", "MatMulInteger", "QAttention"} & set(ops)  # nothing per tensor
     stored = {t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL}
     assert any("word_embeddings" in name for name in stored)
     assert graph.stat().st_size < (tiny / ONNX_DATA_FILE).stat().st_size
+    # What the session runs: Casts folded (no fp16 left), the LayerNorms not fused back into the slow kernel.
+    session = _session_graph(graph)
+    session_ops = [node.op_type for node in session.graph.node]
+    assert "SkipLayerNormalization" not in session_ops and session_ops.count("Attention") == 2
+    assert not [t.name for t in session.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+
+
+def test_the_fp16_recipe_computes_every_weight_in_fp32(tiny: Path) -> None:
+    import onnx
+
+    graph = export_onnx(str(tiny), weights="fp16")
+    assert read_metadata(tiny)["onnx"]["weights"] == "fp16"
+    model = onnx.load(str(graph), load_external_data=False)
+    ops = [node.op_type for node in model.graph.node]
+    assert not {"MatMulNBits", "DynamicQuantizeMatMul", "MatMulInteger", "SkipLayerNormalization"} & set(ops)
+    half = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    sources = _weight_sources(model, "MatMul") + _weight_sources(model, "Attention")
+    assert len(sources) == 8 and all(source in half for source in sources)  # 3 MatMuls + Attention, 2 layers
+    session = _session_graph(graph)
+    assert not [t.name for t in session.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    texts = ["why", "prove that the theorem holds for every prime number " * 4]
+    expected = EncoderScorer.load(str(tiny), max_length=12, quantize=False).score_batch(texts)
+    assert OnnxScorer.load(str(tiny), max_length=12, threads=1).score_batch(texts) == pytest.approx(expected, abs=1e-3)
 
 
 def test_a_re_export_replaces_the_weights_file_instead_of_growing_it(tiny: Path) -> None:
