@@ -13,6 +13,7 @@ from gateway.errors import InvalidRequestError
 from gateway.settings import Settings
 from routers.base import TIERS, RouteDecision, Tier
 
+NO_NEEDS = Needs()  # text only, and a prompt no tier's context limit applies to
 # The request parameter a missing capability is about, for the 400's ``param``.
 PARAMS: dict[Capability, str] = {"tools": "tools", "json_schema": "response_format", "vision": "messages",
                                  "context": "messages"}
@@ -34,13 +35,15 @@ class Steering:
         self.pins: PinStore = pins or MemoryPinStore(settings.conversations.max_entries)
         self.tiers = {tier: cfg for tier, cfg in settings.tiers.items() if tier in decider.backends}
         self._known: dict[Tier, TierCapabilities] = {}  # per tier, once its backend is ready (they do not change)
+        self._unrestricted: bool | None = None  # every tier supports everything: known once all are ready
 
     async def decide(self, body: dict[str, Any], headers: dict[str, str], outcome: RequestOutcome,
                      pinned: Tier | None = None, forced: bool = False) -> RouteDecision:
         """``pinned``: the tier of the conversation this request continues (a Responses
         ``previous_response_id``), kept like a conversation pin; ``forced``: it must go there (that
         upstream holds the conversation)."""
-        needs = needs_of(body, outcome.estimated_prompt_tokens or None)
+        # Where every tier supports everything, no request can need more: skip working out what it needs.
+        needs = NO_NEEDS if self.unrestricted() else needs_of(body, outcome.estimated_prompt_tokens or None)
         if self.decider.models.resolve(body["model"]).tier is not None:
             decision = await self.decider.decide(body, headers, outcome)
             self.require(decision.tier, needs, str(body["model"]))
@@ -94,6 +97,17 @@ class Steering:
         if backend.ready():
             self._known[tier] = capabilities
         return capabilities
+
+    def unrestricted(self) -> bool:
+        """Every configured tier supports tools, JSON schemas and images, with no context limit (remote tiers
+        by default); decided once every tier's backend is ready, since an in-process model's depend on it."""
+        if self._unrestricted is None:
+            capabilities = [self.capabilities(tier) for tier in self.tiers]
+            if len(self._known) < len(self.tiers):
+                return False  # not all known yet: ask again next time
+            self._unrestricted = all(c is not None and c.tools and c.json_schema and c.vision
+                                     and c.context_tokens is None for c in capabilities)
+        return self._unrestricted
 
     def missing(self, tier: Tier, needs: Needs) -> list[Capability]:
         caps = self.capabilities(tier)
