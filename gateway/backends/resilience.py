@@ -40,10 +40,9 @@ class Resilience:
         self.fallback_check = fallback_check
         # Where each tier falls back to ("small->large"), from the settings once.
         self.fallback_to: dict[str, str] = dict(d.split("->") for d in self.policy.fallback.directions)
-        for tier, cfg in settings.tiers.items():
-            if tier in backends and isinstance(cfg, OpenAIBackend):
-                wait = cfg.timeout.pool
-                self.bulkheads[tier] = Bulkhead(tier, cfg.max_concurrency, cfg.max_queue, wait)
+        for tier, cfg in settings.tiers.items():  # only where a cap is set: an unbounded one would be a no-op
+            if tier in backends and isinstance(cfg, OpenAIBackend) and cfg.max_concurrency:
+                self.bulkheads[tier] = Bulkhead(tier, cfg.max_concurrency, cfg.max_queue, cfg.timeout.pool)
 
     def plan(self, decision: RouteDecision, tiers: Collection[Tier] | None = None) -> list[RouteDecision]:
         """The decision and its fallback, restricted to ``tiers`` (those the caller's key may use; None: all)."""
