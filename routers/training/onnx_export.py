@@ -237,8 +237,7 @@ def quantize_embeddings(model: Any, min_elements: int = EMBEDDING_MIN_ELEMENTS) 
 
     initializers = {init.name: init for init in model.graph.initializer}
     rewritten = 0
-    nodes = list(model.graph.node)
-    for node in nodes:
+    for node in list(model.graph.node):
         table = initializers.get(node.input[0]) if node.op_type == "Gather" else None
         if table is None or len(table.dims) != 2 or int(np.prod(table.dims)) < min_elements:
             continue
@@ -258,10 +257,7 @@ def quantize_embeddings(model: Any, min_elements: int = EMBEDDING_MIN_ELEMENTS) 
             helper.make_node("Gather", [f"{base}_scale", ids], [f"{out}_scale"], name=f"{node.name}_scale"),
             helper.make_node("Mul", [f"{out}_float", f"{out}_scale"], [out], name=f"{node.name}_dequant"),
         ]
-        position = list(model.graph.node).index(node)
-        model.graph.node.remove(node)
-        for offset, new in enumerate(replacement):
-            model.graph.node.insert(position + offset, new)
+        _replace(model, node, replacement)
         rewritten += 1
     return rewritten
 
