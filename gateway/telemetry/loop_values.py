@@ -50,8 +50,10 @@ class LoopCounter(Counter):
         self._created = time.time()
 
     def inc(self, amount: float = 1, exemplar: dict[str, str] | None = None) -> None:
-        if amount < 0 or exemplar:
-            super().inc(amount, exemplar)  # prometheus_client's own refusal
+        if amount < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")  # as prometheus_client
+        if exemplar:
+            raise NotImplementedError("exemplars are not recorded by the gateway's families")
         self._value.value += amount
 
 
@@ -65,7 +67,7 @@ class LoopHistogram(Histogram):
 
     def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
         if exemplar:
-            super().observe(amount, exemplar)
+            raise NotImplementedError("exemplars are not recorded by the gateway's families")
         self._sum.value += amount
         # The first bucket whose upper bound is >= amount (the last bound is +Inf), as prometheus_client's loop.
         self._buckets[bisect_left(self._upper_bounds, amount)].value += 1
