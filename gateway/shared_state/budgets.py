@@ -90,8 +90,9 @@ class BudgetGate:
             found.append(Scope(f"team:{budget.team}", caps(self.settings.teams[budget.team])))
         return found
 
-    def estimate(self, body: dict[str, Any], tier: str) -> int:
-        prompt = estimate_tokens(message_chars(body.get("messages") or []))
+    def estimate(self, body: dict[str, Any], tier: str, prompt_tokens: int = 0) -> int:
+        """Nano-USD to reserve; ``prompt_tokens``: admission's estimate from the same messages, when made."""
+        prompt = prompt_tokens or estimate_tokens(message_chars(body.get("messages") or []))
         completion = self.settings.reserve_completion_tokens
         for param in ("max_completion_tokens", "max_tokens"):
             value = body.get(param)
@@ -118,7 +119,7 @@ class BudgetGate:
         if not scopes:
             return decision
         large = decision.tier == "large"
-        estimate = self.estimate(body, decision.tier)
+        estimate = self.estimate(body, decision.tier, outcome.estimated_prompt_tokens)
         verdict, store = await self._reserve(scopes, large, estimate)
         if verdict == "large_exhausted":
             if decision.reason == "explicit_model":
@@ -129,7 +130,7 @@ class BudgetGate:
                     headers={"x-should-retry": "false"})
             decision = RouteDecision("small", "budget", decision.score, decision.threshold)
             large = False
-            estimate = self.estimate(body, "small")
+            estimate = self.estimate(body, "small", outcome.estimated_prompt_tokens)
             verdict, store = await self._reserve(scopes, large, estimate)
             if verdict == "ok":
                 self._action(principal.name, "downgraded")
