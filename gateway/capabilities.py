@@ -20,6 +20,10 @@ class TierCapabilities:
     vision: bool
     context_tokens: int | None
 
+    def complete(self) -> bool:
+        """Supports everything a request can need: tools, JSON schemas and images, with no context limit."""
+        return self.tools and self.json_schema and self.vision and self.context_tokens is None
+
     def missing(self, needs: Needs) -> list[Capability]:
         lacking: list[Capability] = []
         if needs.tools and not self.tools:

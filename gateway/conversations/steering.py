@@ -105,8 +105,7 @@ class Steering:
             capabilities = [self.capabilities(tier) for tier in self.tiers]
             if len(self._known) < len(self.tiers):
                 return False  # not all known yet: ask again next time
-            self._unrestricted = all(c is not None and c.tools and c.json_schema and c.vision
-                                     and c.context_tokens is None for c in capabilities)
+            self._unrestricted = all(c is not None and c.complete() for c in capabilities)
         return self._unrestricted
 
     def missing(self, tier: Tier, needs: Needs) -> list[Capability]:
