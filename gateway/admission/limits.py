@@ -204,19 +204,17 @@ def rate_limited(kind: str, wait: float) -> RateLimitError:
 class Bulkhead:
     """At most ``limit`` calls in flight to one backend, at most ``queue`` waiting, each for at most ``wait_s``."""
 
-    def __init__(self, name: str, limit: int | None, queue: int, wait_s: float) -> None:
+    def __init__(self, name: str, limit: int, queue: int, wait_s: float) -> None:
         self.name = name
         self.limit = limit
         self.queue = queue
         self.wait_s = wait_s
-        self._slots = asyncio.Semaphore(limit) if limit else None
+        self._slots = asyncio.Semaphore(limit)
         self.waiting = 0
 
     async def acquire(self) -> Callable[[], None]:
         """Wait for a slot; returns the function that gives it back (call it exactly once)."""
         slots = self._slots
-        if slots is None:
-            return _nothing
         if slots.locked():
             if self.waiting >= self.queue:
                 raise self._overloaded()
@@ -242,7 +240,3 @@ class Bulkhead:
     def _overloaded(self) -> BackendOverloadedError:
         return BackendOverloadedError(f"backend {self.name} is at its concurrency limit",
                                       headers={"retry-after": "1"})
-
-
-def _nothing() -> None:
-    return None
