@@ -1,4 +1,4 @@
-"""Backend for any OpenAI-compatible HTTP server: one pooled aiohttp session per backend."""
+"""Backend for any OpenAI-compatible HTTP server: one pool of keep-alive connections per backend."""
 
 from __future__ import annotations
 
@@ -7,13 +7,22 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from gateway.backends.base import ChatBody, ChatObject
+from gateway.backends.http1 import (
+    BodyTooLargeError,
+    HTTPError,
+    HTTPTimeout,
+    Limits,
+    Origin,
+    Pool,
+    Response,
+    header_block,
+)
 from gateway.errors import UpstreamError, UpstreamStatusError, UpstreamTimeoutError
 from gateway.http.sse_decoder import EventTooLargeError, SSEDecoder, is_event_stream
-from gateway.settings import OpenAIBackend, Timeouts
+from gateway.settings import OpenAIBackend
 
 # Forwarded from the client only when the backend is configured to (see forward_client_authorization).
 CLIENT_AUTH_HEADER = "authorization"
@@ -22,29 +31,19 @@ CLIENT_AUTH_HEADER = "authorization"
 # Bytes of an upstream error body kept for its message; the rest is not read.
 MAX_ERROR_BODY = 64 * 1024
 
-
-def transport_error(exc: BaseException, backend: str) -> UpstreamError:
-    """Map an aiohttp exception to a gateway error: no connection (``connect``), a timeout, the connection
-    lost mid-answer (``read``, retryable), or an answer that is not valid HTTP (``protocol``)."""
-    if isinstance(exc, (aiohttp.ClientConnectorError, ConnectionRefusedError)):
-        return UpstreamError(f"cannot connect to upstream {backend}", kind="connect")
-    if isinstance(exc, TimeoutError):  # aiohttp.ServerTimeoutError too: pool, connect and read timeouts
-        return UpstreamTimeoutError(f"upstream {backend} timed out")
-    if isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)):
-        return UpstreamError(f"upstream {backend} closed the connection", kind="read")
-    return UpstreamError(f"upstream {backend} sent a response that is not valid HTTP", kind="protocol")
+TRANSPORT_MESSAGES = {
+    "connect": "cannot connect to upstream {}",
+    "read": "upstream {} closed the connection",
+    "protocol": "upstream {} sent a response that is not valid HTTP",
+}
 
 
-# What the transport may raise besides a timeout.
-TRANSPORT_ERRORS = (aiohttp.ClientError, ConnectionError)
-
-
-def client_timeout(timeout: Timeouts, total: float | None = None) -> aiohttp.ClientTimeout:
-    """httpx-style limits on aiohttp: ``pool`` bounds getting a connection (waiting for a free one included),
-    ``connect`` opening a new one, ``read`` each read, ``total`` the whole exchange. aiohttp has no write
-    timeout: ``total`` bounds it."""
-    return aiohttp.ClientTimeout(total=total, connect=timeout.pool, sock_connect=timeout.connect,
-                                 sock_read=timeout.read)
+def transport_error(exc: HTTPError | HTTPTimeout, backend: str) -> UpstreamError:
+    """A client failure as a gateway error: no connection (``connect``), a timeout, the connection lost
+    mid-answer (``read``, retryable), or an answer that is not valid HTTP (``protocol``)."""
+    if isinstance(exc, HTTPTimeout):
+        return UpstreamTimeoutError(f"upstream {backend} timed out ({exc.phase})")
+    return UpstreamError(TRANSPORT_MESSAGES[exc.kind].format(backend), kind=exc.kind)
 
 
 def parse_error_body(raw: bytes, status: int) -> dict[str, Any]:
@@ -70,77 +69,67 @@ class OpenAIHTTPBackend:
         self.model = settings.model
         self.settings = settings
         self.upstream_model = settings.upstream_model or settings.model
-        self._base = settings.base_url.rstrip("/")
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
         self._total = settings.timeout.total
         self._stream_total = settings.timeout.stream_total
-        # A JSON answer within ``total``, left to aiohttp's own timer (a stream's bounds are its own: Deadlines).
-        self._json_timeout = client_timeout(settings.timeout, settings.timeout.total)
-        self._stream_timeout = client_timeout(settings.timeout)
-        self._headers = {"content-type": "application/json", "accept": "application/json"}
+        headers = {"content-type": "application/json", "accept": "application/json"}
         if settings.api_key_env:
-            self._headers["authorization"] = f"Bearer {os.environ.get(settings.api_key_env, '')}"
+            headers["authorization"] = f"Bearer {os.environ.get(settings.api_key_env, '')}"
+        self._headers = headers
+        self._header_block = header_block(headers)
+        self._origin = Origin.parse(settings.base_url)
 
     async def start(self) -> None:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.settings.max_connections, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._stream_timeout,
-                                                  trust_env=False, skip_auto_headers=("User-Agent",))
+        if self._pool is None:
+            timeout = self.settings.timeout
+            self._pool = Pool(self._origin, Limits(connect=timeout.connect, read=timeout.read, pool=timeout.pool,
+                                                   max_connections=self.settings.max_connections))
 
     def ready(self) -> bool:
-        return self._session is not None
+        return self._pool is not None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def pool(self) -> Pool:
+        if self._pool is None:
             raise UpstreamError(f"backend {self.name} is not started", kind="connect")
-        return self._session
+        return self._pool
 
-    def _headers_for(self, client_headers: dict[str, str] | None) -> dict[str, str]:
+    def _header_block_for(self, client_headers: dict[str, str] | None) -> bytes:
         if self.settings.forward_client_authorization and client_headers and CLIENT_AUTH_HEADER in client_headers:
-            return {**self._headers, "authorization": client_headers[CLIENT_AUTH_HEADER]}
-        return self._headers
+            return header_block({**self._headers, "authorization": client_headers[CLIENT_AUTH_HEADER]})
+        return self._header_block
 
     async def _send(self, path: str, body: dict[str, Any], client_headers: dict[str, str] | None,
-                    model: str | None, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+                    model: str | None, deadline: float | None) -> Response:
+        """POST the body; a status of 400 and above is read (its start) and raised as UpstreamStatusError.
+        ``deadline`` (event-loop time) bounds the whole exchange, the body's reading included."""
+        pool = self.pool
         content = orjson.dumps({**body, "model": model or self.upstream_model})
         try:
-            response = await self.session.post(self._base + path, data=content,
-                                               headers=self._headers_for(client_headers), timeout=timeout)
-        except TRANSPORT_ERRORS as exc:
-            raise transport_error(exc, self.name) from exc
+            request = pool.request_bytes("POST", path, self._header_block_for(client_headers), content)
+            response = await pool.send(request, deadline)
+        except (HTTPError, HTTPTimeout) as exc:
+            raise self._failure(exc) from exc
         if response.status >= 400:
             raw = await self._read(response, MAX_ERROR_BODY, truncate=True)
             headers = {k: response.headers[k] for k in PASSED_ERROR_HEADERS if k in response.headers}
             raise UpstreamStatusError(response.status, parse_error_body(raw, response.status), headers)
         return response
 
-    async def _read(self, response: aiohttp.ClientResponse, limit: int, truncate: bool = False) -> bytes:
+    def _failure(self, exc: HTTPError | HTTPTimeout) -> UpstreamError:
+        if isinstance(exc, HTTPTimeout) and exc.phase == "deadline":
+            return UpstreamTimeoutError(f"upstream {self.name} did not answer within {self._total:g} s")
+        if isinstance(exc, BodyTooLargeError):
+            return UpstreamError(f"upstream {self.name} sent {exc}", kind="protocol")
+        return transport_error(exc, self.name)
+
+    async def _read(self, response: Response, limit: int, truncate: bool = False) -> bytes:
         """The body, at most ``limit`` bytes (beyond it: cut, or a ``protocol`` error); the connection is
         released either way."""
-        def too_large() -> UpstreamError:
-            return UpstreamError(f"upstream {self.name} sent an answer larger than {limit} bytes", kind="protocol")
-
         try:
-            declared = response.content_length
-            if declared is not None and declared <= limit:
-                return await response.read()
-            if declared is not None and not truncate:
-                raise too_large()
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.content.iter_any():
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > limit:
-                    if truncate:
-                        break
-                    raise too_large()
-            return b"".join(chunks)[:limit]
-        except TRANSPORT_ERRORS as exc:
-            raise transport_error(exc, self.name) from exc
-        finally:
-            response.release()
+            return await response.read(limit, truncate)
+        except (HTTPError, HTTPTimeout) as exc:
+            raise self._failure(exc) from exc
 
     async def complete(self, body: ChatBody, client_headers: dict[str, str] | None = None) -> ChatObject:
         return await self.post_json("/chat/completions", body, client_headers)
@@ -149,11 +138,9 @@ class OpenAIHTTPBackend:
                         model: str | None = None) -> dict[str, Any]:
         """POST ``body`` to ``{base_url}{path}`` (``model`` replaced by ``model`` or the upstream model name)
         and return the JSON object answered."""
-        try:
-            response = await self._send(path, body, client_headers, model, self._json_timeout)
-            raw = await self._read(response, self.settings.max_response_bytes)
-        except TimeoutError:  # aiohttp's total timer (its socket timeouts are ClientErrors, mapped on the way)
-            raise UpstreamTimeoutError(f"upstream {self.name} did not answer within {self._total:g} s") from None
+        deadline = None if self._total is None else asyncio.get_running_loop().time() + self._total
+        response = await self._send(path, body, client_headers, model, deadline)
+        raw = await self._read(response, self.settings.max_response_bytes)
         try:
             answer = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -178,7 +165,7 @@ class OpenAIHTTPBackend:
         first_by = None if self._total is None else loop.time() + self._total
         try:
             async with asyncio.timeout_at(first_by):
-                response = await self._send(path, body, client_headers, model, self._stream_timeout)
+                response = await self._send(path, body, client_headers, model, None)
         except TimeoutError:
             raise UpstreamTimeoutError(f"upstream {self.name} did not answer within {self._total:g} s") from None
         try:
@@ -195,9 +182,9 @@ class OpenAIHTTPBackend:
             response.release()
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        self._session = None
+        if self._pool is not None:
+            await self._pool.aclose()
+        self._pool = None
 
 
 class Deadlines:
@@ -224,11 +211,11 @@ class Deadlines:
 TERMINAL_EVENTS = ("response.completed", "response.failed", "response.incomplete")
 
 
-async def _sse_objects(response: aiohttp.ClientResponse, backend: str, max_event_bytes: int,
+async def _sse_objects(response: Response, backend: str, max_event_bytes: int,
                        deadlines: Deadlines, passthrough: bool = False) -> AsyncIterator[ChatObject]:
     """Chunk objects from the ``data:`` events of the byte stream, each byte scanned once."""
     decoder = SSEDecoder(max_event_bytes)
-    pieces = aiter(response.content.iter_any())
+    pieces = aiter(response.pieces())
     try:
         while True:
             deadline = deadlines.next_read()
@@ -254,7 +241,7 @@ async def _sse_objects(response: aiohttp.ClientResponse, backend: str, max_event
                 yield obj
                 if passthrough and obj.get("type") in TERMINAL_EVENTS:
                     return
-    except TRANSPORT_ERRORS as exc:
+    except (HTTPError, HTTPTimeout) as exc:
         raise transport_error(exc, backend) from exc
     raise UpstreamError(f"upstream {backend} ended the stream without [DONE]", kind="read")
 
