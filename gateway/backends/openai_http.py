@@ -110,6 +110,11 @@ class OpenAIHTTPBackend:
             response = await pool.send(request, deadline)
         except (HTTPError, HTTPTimeout) as exc:
             raise self._failure(exc) from exc
+        if 300 <= response.status < 400:  # redirects are not followed: a POST cannot be replayed blindly
+            location = response.headers.get("location", "")
+            response.release()
+            raise UpstreamError(f"upstream {self.name} answered {response.status} (a redirect to {location!r}): "
+                                "set its base_url to the final address", kind="protocol")
         if response.status >= 400:
             raw = await self._read(response, MAX_ERROR_BODY, truncate=True)
             headers = {k: response.headers[k] for k in PASSED_ERROR_HEADERS if k in response.headers}

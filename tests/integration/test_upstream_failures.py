@@ -69,6 +69,15 @@ def test_upstream_400_passes_through_with_its_error_fields(client: httpx.Client,
     assert response.headers["x-tiergate-tier"] == "small"
 
 
+def test_upstream_redirect_is_a_502_that_names_the_new_address(client: httpx.Client,
+                                                                fake_upstream: FakeUpstream) -> None:
+    fake_upstream.push(Reply(status=308, body={}, headers={"location": "https://moved.example/v1/chat/completions"}))
+    response = client.post(CHAT, json=BODY)
+    assert response.status_code == 502
+    message = response.json()["error"]["message"]
+    assert "308" in message and "https://moved.example/v1/chat/completions" in message
+
+
 def test_upstream_429_passes_through_with_retry_after(client: httpx.Client, fake_upstream: FakeUpstream) -> None:
     body = {"error": {"message": "Rate limit reached", "type": "requests", "param": None,
                       "code": "rate_limit_exceeded"}}
