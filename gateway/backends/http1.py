@@ -1,7 +1,7 @@
 """A keep-alive HTTP/1.1 client for one upstream origin: asyncio transports and httptools' response parser.
 
 It replaces aiohttp's ``ClientSession`` on the upstream call, where aiohttp's generality (cookies, redirects,
-proxies, tracing, multipart, multidict headers) cost about 60 µs of the gateway's CPU per request out of 340
+proxies, tracing, multipart, multidict headers) cost about 150 µs of the gateway's CPU per request out of 370
 (``bench/RESULTS.md``, "The upstream client"). What it does: POST a body, read the status and headers, then
 the body whole (bounded) or piece by piece (a stream, with flow control); pooled connections up to a limit,
 reused while the server keeps them alive and for at most ``keepalive_s`` idle; TLS with the system's trust
@@ -26,9 +26,8 @@ import httptools
 
 ErrorKind = Literal["connect", "read", "protocol"]
 
-# A stream's unread body beyond this pauses reading from the socket; below the low mark it resumes.
+# A body's unread bytes beyond this pause reading from the socket until the reader takes them.
 HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
 
 
 class HTTPError(Exception):
@@ -282,11 +281,6 @@ class Response:
         else:
             self.release()
             raise HTTPError(f"the server sent a body in an encoding it was not offered: {encoding!r}", "protocol")
-
-    @property
-    def content_length(self) -> int | None:
-        value = self.headers.get("content-length")
-        return int(value) if value is not None and value.isdigit() else None
 
     async def pieces(self) -> AsyncIterator[bytes]:
         """The body as it arrives (decoded); raises :class:`HTTPError` or :class:`HTTPTimeout` on failure."""
