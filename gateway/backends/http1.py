@@ -5,10 +5,11 @@ proxies, tracing, multipart, multidict headers) cost about 150 µs of the gatewa
 (``bench/RESULTS.md``, "The upstream client"). What it does: POST a body, read the status and headers, then
 the body whole (bounded) or piece by piece (a stream, with flow control); pooled connections up to a limit,
 reused while the server keeps them alive and for at most ``keepalive_s`` idle; TLS with the system's trust
-store; gzip and deflate answers decoded. Timeouts: ``pool`` (waiting for a connection), ``connect``, ``read``
-(no byte from the server for that long, which also bounds a stalled write) and an optional deadline for the
-whole exchange. Failures raise :class:`HTTPError` with a ``kind``: ``connect``, ``read`` (the connection
-broke), ``protocol`` (the server's bytes are not HTTP), or :class:`HTTPTimeout`.
+store; gzip and deflate answers decoded. Timeouts: ``pool`` (waiting for a connection), ``connect``, ``write``
+(the request not handed to the kernel in full within it), ``read`` (no byte from the server for that long
+while the reader waits) and an optional deadline for the whole exchange. Failures raise :class:`HTTPError`
+with a ``kind``: ``connect``, ``read`` (the connection broke), ``protocol`` (the server's bytes are not
+HTTP), or :class:`HTTPTimeout`.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class BodyTooLargeError(HTTPError):
 
 
 class HTTPTimeout(TimeoutError):
-    """``phase`` says which bound ran out: ``pool``, ``connect``, ``read`` or ``deadline``."""
+    """``phase`` says which bound ran out: ``pool``, ``connect``, ``write``, ``read`` or ``deadline``."""
 
     def __init__(self, phase: str) -> None:
         super().__init__(f"{phase} timeout")
@@ -56,6 +57,7 @@ class Limits:
     read: float
     pool: float
     max_connections: int
+    write: float = 30.0
     keepalive_s: float = 30.0
 
 
@@ -123,6 +125,7 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._read_s = 0.0
         self._deadline: float | None = None
+        self._written_by: float | None = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -203,32 +206,40 @@ class _Connection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
 
-    def start(self, request: bytes, read_s: float, deadline: float | None) -> None:
-        """Send one request; the read timer runs until the answer is complete or the exchange is dropped."""
+    def start(self, request: bytes, limits: Limits, deadline: float | None) -> None:
+        """Send one request; the timer runs until the answer is complete or the exchange is dropped."""
         self._reset()
         self.in_flight = True
-        self._read_s = read_s
+        self._read_s = limits.read
         self._deadline = deadline
         self.last_data = now = self.loop.time()
-        self._arm(now)
         assert self.transport is not None
         self.transport.write(request)
+        if self.transport.get_write_buffer_size():  # the kernel did not take it all: the server is slow to read
+            self._written_by = now + limits.write
+        self._arm(now)
 
     def _arm(self, now: float) -> None:
         at = max(self.last_data, now - self._read_s / 2) + self._read_s  # never sooner than half a period
-        if self._deadline is not None and self._deadline < at:
-            at = self._deadline
+        for bound in (self._deadline, self._written_by):
+            if bound is not None and bound < at:
+                at = bound
         self._timer = self.loop.call_at(at, self._on_timer)
 
     def _on_timer(self) -> None:
-        """The deadline ends the exchange; the read bound only while the reader waits for the server (a
-        reader busy elsewhere, or a full buffer, is not the server's silence)."""
+        """The deadline ends the exchange, and so does a request not fully written within ``write``; the read
+        bound only while the reader waits for the server (a reader busy elsewhere, or a full buffer, is not
+        the server's silence)."""
         self._timer = None
         if self.complete or self.error is not None:
             return
         now = self.loop.time()
+        if self._written_by is not None and self.transport is not None and not self.transport.get_write_buffer_size():
+            self._written_by = None
         if self._deadline is not None and now >= self._deadline:
             self._fail(HTTPTimeout("deadline"))
+        elif self._written_by is not None and now >= self._written_by:
+            self._fail(HTTPTimeout("write"))
         elif self._progress is not None and now - self.last_data >= self._read_s:
             self._fail(HTTPTimeout("read"))
         else:
@@ -367,7 +378,7 @@ class Pool:
         for attempt in (1, 2):
             connection, reused = await self._acquire()
             try:
-                connection.start(request, self.limits.read, deadline)
+                connection.start(request, self.limits, deadline)
                 while not connection.headers_done:
                     await connection.progress()
             except BaseException as exc:

@@ -83,6 +83,7 @@ class OpenAIHTTPBackend:
         if self._pool is None:
             timeout = self.settings.timeout
             self._pool = Pool(self._origin, Limits(connect=timeout.connect, read=timeout.read, pool=timeout.pool,
+                                                   write=timeout.write,
                                                    max_connections=self.settings.max_connections))
 
     def ready(self) -> bool:

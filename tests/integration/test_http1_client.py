@@ -208,6 +208,31 @@ async def test_silence_past_the_read_timeout_and_a_drip_past_the_deadline_time_o
         assert deadline.value.phase == "deadline" and loop.time() - started < 2
 
 
+async def test_a_server_that_stops_reading_is_a_write_timeout() -> None:
+    done = asyncio.Event()
+
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await done.wait()  # accepts, never reads: the request cannot be sent
+        writer.close()
+        await writer.wait_closed()
+
+    listener = await asyncio.start_server(deaf, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    pool = Pool(Origin.parse(f"http://127.0.0.1:{port}"), Limits(connect=1, read=5, pool=1, max_connections=1,
+                                                                  write=0.3))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        with pytest.raises(HTTPTimeout) as caught:
+            await post(pool, b"x" * (64 << 20))  # more than any socket buffer holds
+    finally:
+        await pool.aclose()
+        done.set()
+        listener.close()
+        await listener.wait_closed()
+    assert caught.value.phase == "write" and loop.time() - started < 3
+
+
 async def test_requests_beyond_the_connection_limit_wait_for_one_then_time_out() -> None:
     gate = asyncio.Event()
 
