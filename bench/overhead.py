@@ -513,7 +513,6 @@ def main(argv: list[str] | None = None) -> int:
                                             " " + shlex.join(argv if argv is not None else sys.argv[1:]))
     results: dict[str, Any] = {
         "command": command,
-        "machine": machine(args.litellm_venv),
         "config": {"concurrency": args.concurrency, "repeats": args.repeats, "duration": args.duration,
                    "warmup": args.warmup, "loadgen": args.loadgen, "gateway_cpus": args.gateway_cpus or "any",
                    "client_cpus": args.client_cpus or "any", "stream_requests": args.stream_requests,
@@ -535,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     results["points"] = {k: summarize(v) for k, v in raw.items() if not k.startswith("stream:")}
     results["stream"] = {k.split(":", 1)[1]: summarize(v) for k, v in raw.items() if k.startswith("stream:")}
     results["raw"] = raw
+    results["machine"] = machine(args.litellm_venv)  # after the run: a first run installs LiteLLM on the way
     results["finished"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     results["config"]["load_after"] = os.getloadavg()[0]
     results["verdicts"] = verdicts(results)
