@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from gateway.admission.auth import require_admin
 from gateway.errors import GatewayError, InvalidRequestError
-from gateway.http.api import json_response
+from gateway.http.json_response import json_response
 from gateway.state import GatewayState
 from routers.errors import ClassifierError
 from routers.swap import Promotion, SwappableRouter

@@ -24,8 +24,9 @@ from gateway.backends.resilience import Resilience
 from gateway.conversations.steering import Steering
 from gateway.decisions import RouteDecider
 from gateway.errors import GatewayError, InvalidRequestError
-from gateway.http.api import ChatCompletions, build_api, chat_route, error_response
+from gateway.http.api import ChatCompletions, build_api, chat_route
 from gateway.http.fast_path import TiergateApp
+from gateway.http.json_response import error_response
 from gateway.http.openapi import install_openapi
 from gateway.http.origin import HostCheckMiddleware, allowed_hosts
 from gateway.http.surface import build_surface_api

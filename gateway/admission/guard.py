@@ -22,6 +22,7 @@ from gateway.admission.limits import (
     rate_limited,
 )
 from gateway.errors import AuthenticationError, GatewayError
+from gateway.http.json_response import error_response
 from gateway.settings import Settings
 from gateway.telemetry.log_context import REQUEST_ID, request_id
 
@@ -133,7 +134,8 @@ class GuardMiddleware:
             guard = self.guard
             if guard.draining:
                 error = GatewayError("the gateway is shutting down", status=503, code="shutting_down")
-                await _send_error(send, error, rid, {"connection": "close", "retry-after": "1"})
+                await error_response(error, {"connection": "close", "retry-after": "1", "x-request-id": rid})(
+                    scope, receive, send)
                 return
             try:
                 principal = guard.authenticator.authenticate(authorization,
@@ -141,7 +143,7 @@ class GuardMiddleware:
             except AuthenticationError as error:
                 log.warning("refused %s %s: %s", scope["method"], scope["path"], error.message)
                 self._account(scope, rid, error)
-                await _send_error(send, error, rid)
+                await error_response(error, {"x-request-id": rid})(scope, receive, send)
                 return
             scope.setdefault("state", {})["principal"] = principal
             guard.enter()
@@ -157,12 +159,3 @@ class GuardMiddleware:
         if self.accountant is None or not scope["path"].endswith("/chat/completions"):
             return
         self.accountant.finish(RequestOutcome(request_id=rid, status=error.status, outcome="client_error"))
-
-
-async def _send_error(send: Send, error: GatewayError, rid: str, extra: dict[str, str] | None = None) -> None:
-    body = error.json()
-    headers = {**error.headers, **(extra or {}), "x-request-id": rid, "content-type": "application/json",
-               "content-length": str(len(body))}
-    await send({"type": "http.response.start", "status": error.status,
-                "headers": [(k.encode(), v.encode()) for k, v in headers.items()]})
-    await send({"type": "http.response.body", "body": body})

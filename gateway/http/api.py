@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -19,6 +18,7 @@ from gateway.accounting import Accountant, RequestOutcome
 from gateway.admission.guard import principal_of
 from gateway.backends.base import ChatObject, close_iterator
 from gateway.errors import ClientDisconnectedError, GatewayError, PayloadTooLargeError, UpstreamError
+from gateway.http.json_response import error_response, json_response
 from gateway.http.origin import require_json
 from gateway.http.sse import DONE, SSEResponse, error_events, event
 from gateway.pricing import format_usd
@@ -32,30 +32,10 @@ COST_HEADER = "x-tiergate-cost-usd"
 log = logging.getLogger("tiergate")
 
 
-class JSONResponse(Response):
-    """A JSON body with the given headers, set up directly: Starlette's ``Response.__init__`` works out
-    its content length and type the general way (about 1.5% of the gateway's CPU per chat request)."""
-
-    def __init__(self, body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> None:
-        self.status_code = status
-        self.body = body
-        self.background = None
-        self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
-        self.raw_headers += [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
-
-
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse(orjson.dumps(payload), status, headers)
-
-
 def cost_headers(accountant: Accountant, outcome: RequestOutcome) -> dict[str, str]:
     """Headers that need the finished outcome of a JSON answer: its cost, priced from the real usage."""
     accountant.price(outcome)
     return {COST_HEADER: format_usd(outcome.cost_usd)}
-
-
-def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse(error.json(), error.status, {**error.headers, **(headers or {})})
 
 
 ROUTER_HEADER = "x-tiergate-router"  # the classifier checkpoint that scored the request

@@ -15,7 +15,8 @@ from gateway.backends.base import Backend
 from gateway.backends.forwarding import Forwarding
 from gateway.backends.resilience import prime
 from gateway.errors import GatewayError, InvalidRequestError, ModelNotFoundError
-from gateway.http.api import JSONCall, cost_headers, decision_headers, json_endpoint, json_response, stream_events
+from gateway.http.api import JSONCall, cost_headers, decision_headers, json_endpoint, stream_events
+from gateway.http.json_response import json_response
 from gateway.http.sse import SSEResponse
 from gateway.settings import OpenAIBackend
 from gateway.state import GatewayState

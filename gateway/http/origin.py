@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import GatewayError, UnsupportedMediaTypeError
+from gateway.http.json_response import error_response
 from gateway.settings import Settings
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -52,9 +53,6 @@ class HostCheckMiddleware:
             if host is not None and host_name(host.decode("latin-1")) not in self.allowed:
                 error = GatewayError("this gateway does not serve that Host", status=400, code="invalid_host")
                 error.type = "invalid_request_error"
-                body = error.json()
-                await send({"type": "http.response.start", "status": 400, "headers": [
-                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
+                await error_response(error)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

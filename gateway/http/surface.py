@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gateway.errors import GatewayError, ModelNotFoundError
-from gateway.http.api import error_response, json_response
 from gateway.http.forwarded import ForwardedEndpoint
+from gateway.http.json_response import error_response, json_response
 from gateway.responses.handler import build_responses_api
 from gateway.state import GatewayState
 

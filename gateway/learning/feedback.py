@@ -38,7 +38,8 @@ def feedback_api() -> APIRouter:
     api = APIRouter()
 
     async def feedback(request: Request) -> Response:
-        from gateway.http.api import json_response, read_body  # the chat endpoint's own body reader and encoder
+        from gateway.http.api import read_body  # the chat endpoint's own body reader
+        from gateway.http.json_response import json_response
         from gateway.protocol import parse_body
 
         state = request.app.state.gateway

@@ -23,9 +23,9 @@ from gateway.http.api import (
     decision_headers,
     internal_error,
     json_endpoint,
-    json_response,
     outcome_from_error,
 )
+from gateway.http.json_response import json_response
 from gateway.http.sse import SSEResponse
 from gateway.responses.events import ChatToEvents, encode
 from gateway.responses.store import ResponseStore, StoredResponse
