@@ -74,7 +74,8 @@ class OpenAIHTTPBackend:
         self._stream_total = settings.timeout.stream_total
         headers = {"content-type": "application/json", "accept": "application/json"}
         if settings.api_key_env:
-            headers["authorization"] = f"Bearer {os.environ.get(settings.api_key_env, '')}"
+            # Stripped: a key read from a file often ends in a newline, which no header may carry.
+            headers["authorization"] = f"Bearer {os.environ.get(settings.api_key_env, '').strip()}"
         self._headers = headers
         self._header_block = header_block(headers)
         self._origin = Origin.parse(settings.base_url)

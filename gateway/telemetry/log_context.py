@@ -67,7 +67,7 @@ def upstream_secrets(settings: Settings) -> list[str]:
     found = []
     for cfg in settings.tiers.values():
         name = cfg.api_key_env if isinstance(cfg, OpenAIBackend) else None
-        value = os.environ.get(name, "") if name else ""
+        value = os.environ.get(name, "").strip() if name else ""  # as the backend sends it
         if len(value) >= 8:
             found.append(value)
     return found

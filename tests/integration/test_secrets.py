@@ -96,3 +96,14 @@ def test_log_filter_redacts_secrets_from_any_record(caplog: pytest.LogCaptureFix
     record = caplog.records[-1]
     assert SENTINEL not in record.getMessage() and "[redacted]" in record.getMessage()
     assert record.request_id == "req-123"  # type: ignore[attr-defined]
+
+
+def test_a_key_with_a_trailing_newline_is_sent_without_it(fake_upstream: FakeUpstream,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV, SENTINEL + "\n")  # a key file's trailing newline, carried into the environment
+    settings = upstream_settings(fake_upstream.url, tier_overrides={"small": {"api_key_env": ENV}})  # type: ignore[attr-defined]
+    with running_gateway(settings, router=FixedRouter(0.1)) as gateway:
+        answer = httpx.post(gateway.url + CHAT, json={"model": "tiergate-auto",
+                                                      "messages": [{"role": "user", "content": "hi"}]}, timeout=10)
+    assert answer.status_code == 200
+    assert fake_upstream.received[0].headers["authorization"] == f"Bearer {SENTINEL}"
