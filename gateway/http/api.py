@@ -25,7 +25,7 @@ from gateway.pricing import format_usd
 from gateway.protocol import parse_body
 from gateway.service import ChatStream
 from gateway.state import GatewayState
-from gateway.telemetry.log_context import request_id
+from gateway.telemetry.log_context import REQUEST_ID
 from routers.base import RouteDecision
 
 COST_HEADER = "x-tiergate-cost-usd"
@@ -147,7 +147,7 @@ async def json_endpoint(request: Request, respond: Callable[[JSONCall], Awaitabl
     state: GatewayState = request.app.state.gateway
     # ASGI header names are lower-case already; a repeated header keeps its last value.
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
-    rid = request_id(headers.get("x-request-id"))
+    rid = REQUEST_ID.get()  # the guard's (GuardMiddleware wraps every endpoint): the logs' id too
     outcome = state.accountant.open(rid)
 
     async def run() -> Response:
