@@ -47,7 +47,7 @@ class RequestOutcome:
     duration_seconds: float = 0.0
     retries: int = 0
     fallback: bool = False
-    prompt_text: str | None = None  # only kept when the request log is told to keep prompts
+    prompt_text: str | None = None  # the routing text, kept only when the request log keeps prompts
     estimated_prompt_tokens: int = 0  # from the prompt's characters, at admission
     streamed_chars: int = 0  # content characters passed to the client in stream chunks
     usage_estimated: bool = False  # no usage came back: the token counts (and cost) are estimates

@@ -114,7 +114,9 @@ class RouteDecider:
                 outcome.routing_seconds = time.perf_counter() - started
         try:
             # Outside the breaker: odd input must not let one client switch routing off for everyone.
-            text = routing_text(body["messages"], include_system=self.routing.include_system_prompt)
+            text = outcome.prompt_text  # already extracted when the request log keeps prompts
+            if text is None:
+                text = routing_text(body["messages"], include_system=self.routing.include_system_prompt)
         except Exception:
             return None
         if not self.classifier_breaker.allow():  # broken: do not wait on it again until it may have recovered
