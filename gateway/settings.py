@@ -79,6 +79,11 @@ class OpenAIBackend(Strict):
     completions: bool = False  # serves the legacy POST /v1/completions (forwarded, not routed)
     capabilities: Capabilities = Capabilities()
 
+    def api_key(self) -> str:
+        """The key in ``api_key_env`` as it is sent, surrounding whitespace stripped (a key file's newline
+        would break the header); empty when unset."""
+        return os.environ.get(self.api_key_env, "").strip() if self.api_key_env else ""
+
 
 class LocalBackend(Strict):
     """A causal LM run in-process with transformers."""

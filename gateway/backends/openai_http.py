@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -74,8 +73,7 @@ class OpenAIHTTPBackend:
         self._stream_total = settings.timeout.stream_total
         headers = {"content-type": "application/json", "accept": "application/json"}
         if settings.api_key_env:
-            # Stripped: a key read from a file often ends in a newline, which no header may carry.
-            headers["authorization"] = f"Bearer {os.environ.get(settings.api_key_env, '').strip()}"
+            headers["authorization"] = f"Bearer {settings.api_key()}"
         self._headers = headers
         self._header_block = header_block(headers)
         self._origin = Origin.parse(settings.base_url)

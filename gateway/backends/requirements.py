@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 from gateway.backends.local.models import BUILTIN_PREFIX, BUILTINS, converted_dir, package_dir
@@ -20,7 +19,7 @@ def _env_key(tier: str) -> str:
 def _openai_problem(tier: str, backend: OpenAIBackend) -> str | None:
     if backend.api_key_env is None or backend.forward_client_authorization:
         return None
-    if os.environ.get(backend.api_key_env):
+    if backend.api_key():
         return None
     return (
         f"tiers.{tier} (model {backend.model} at {backend.base_url}) needs an API key: "

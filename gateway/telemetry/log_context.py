@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -66,8 +65,7 @@ def upstream_secrets(settings: Settings) -> list[str]:
     """The upstream keys this gateway holds (from its environment), to keep them out of errors and logs."""
     found = []
     for cfg in settings.tiers.values():
-        name = cfg.api_key_env if isinstance(cfg, OpenAIBackend) else None
-        value = os.environ.get(name, "").strip() if name else ""  # as the backend sends it
+        value = cfg.api_key() if isinstance(cfg, OpenAIBackend) else ""  # as the backend sends it
         if len(value) >= 8:
             found.append(value)
     return found
