@@ -45,10 +45,10 @@ class ModelTable:
 
     def __init__(self, aliases: list[str], backends: dict[Tier, Backend]) -> None:
         self.aliases = list(aliases)
-        self.direct = {backend.model: tier for tier, backend in backends.items()}
-        # The names themselves, resolved once (each request resolves its model twice: steering, the decider).
+        # The names themselves, resolved once (each request resolves its model twice: steering, the decider):
+        # the aliases, then each backend's model (which wins where a name is both).
         self.targets = {alias: Target() for alias in self.aliases} | {
-            model: Target(tier=tier) for model, tier in self.direct.items()}
+            backend.model: Target(tier=tier) for tier, backend in backends.items()}
 
     def resolve(self, model: str) -> Target:
         target = self.targets.get(model)
@@ -61,7 +61,7 @@ class ModelTable:
         raise ModelNotFoundError(f"The model '{model}' does not exist. Available models: {known}", param="model")
 
     def names(self) -> list[str]:
-        return self.aliases + [name for name in self.direct if name not in self.aliases]
+        return list(self.targets)  # aliases first, then the backend models
 
 
 class RouteDecider:
